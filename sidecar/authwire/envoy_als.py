@@ -1,0 +1,354 @@
+"""Envoy access-log ingest: envoy.service.accesslog.v3.AccessLogService -> AuthEvents -> Pipeline.report.
+
+Envoy streams one StreamAccessLogsMessage per flush; the first message of each stream carries the node
+identifier. Each HTTP entry becomes one AuthEvent (batch per message). What Envoy tells us about auth, as
+observed from a real Envoy 1.40 (tests/envoy/data/als_capture.json):
+
+- jwt_authn failure: response_code_details `jwt_authn_access_denied{Jwt_is_expired}` and, with
+  `failed_status_in_metadata`, {code, message} under the filter's dynamic metadata.
+- jwt_authn success: the verified payload (`payload_in_metadata`) and header (`header_in_metadata`) under
+  dynamic metadata `envoy.filters.http.jwt_authn`.
+- basic_auth failure: details `no_credential_for_basic_auth` / `invalid_credential_for_basic_auth`.
+- basic_auth success: nothing but the username in `forward_username_header`, which the access log records
+  when it is listed in `additional_request_headers_to_log`.
+
+The consumer comes from the request header named by `consumer_header` (the auth filters set it; the
+example config strips any client-sent copy first), else from a metadata key of that name, else from the
+JWT's `sub`. Entries that cannot become an event are counted (`envoy_als.unmapped`, by reason) and logged
+once per reason per minute. Secrets never appear: the Authorization header is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+from google.protobuf import struct_pb2
+
+from authwire.config import Config
+from authwire.counters import Counters
+from authwire.pipeline import Pipeline, StoreUnavailable
+from authwire.v1 import auth_event_pb2 as ae
+
+log = logging.getLogger(__name__)
+
+SOURCE = "envoy-als"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+BASIC_FILTER = "envoy.filters.http.basic_auth"
+MAX_MESSAGE = 256
+
+# jwt_authn status strings (Envoy source/common/jwt/status.cc) -> normalized reason. Anything else about
+# the token's shape or claims is INVALID_CREDENTIALS; JWKS-side problems are OTHER (the gateway's fault).
+_JWT_REASONS = {
+    "Jwt is missing": ae.FAILURE_REASON_MISSING_CREDENTIALS,
+    "Jwt is expired": ae.FAILURE_REASON_EXPIRED,
+    "Jwt not yet valid": ae.FAILURE_REASON_CLOCK_SKEW,
+    "Jwt verification fails": ae.FAILURE_REASON_BAD_SIGNATURE,
+    "Jwks doesn't have key to match kid or alg from Jwt": ae.FAILURE_REASON_UNKNOWN_KEY,
+    "Jwt issuer is not configured": ae.FAILURE_REASON_FORBIDDEN,
+    "Audiences in Jwt are not allowed": ae.FAILURE_REASON_FORBIDDEN,
+}
+_BASIC_DETAILS = {
+    "no_credential_for_basic_auth": (ae.FAILURE_REASON_MISSING_CREDENTIALS, "Missing username and password"),
+    "invalid_credential_for_basic_auth": (ae.FAILURE_REASON_INVALID_CREDENTIALS,
+                                          "Invalid username/password combination"),
+}
+_JWT_DENIED = "jwt_authn_access_denied{"
+_NOT_FINAL = (accesslog_pb2.DownstreamStart, accesslog_pb2.DownstreamPeriodic, accesslog_pb2.UpstreamPeriodic,
+              accesslog_pb2.UpstreamPoolReady)
+
+
+class Unmapped(Exception):
+    """An access-log entry that cannot become an AuthEvent; .reason is the counter label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class EnvoyNode:
+    node: str = ""
+    version: str = ""
+
+    @classmethod
+    def from_identifier(cls, identifier: als_pb2.StreamAccessLogsMessage.Identifier) -> EnvoyNode:
+        node = identifier.node
+        v = node.user_agent_build_version.version
+        if node.HasField("user_agent_build_version"):
+            version = f"{v.major_number}.{v.minor_number}.{v.patch}"
+        else:
+            version = node.user_agent_version
+        return cls(node=node.id, version=version)
+
+
+def _endpoint(address: address_pb2.Address, what: str) -> ae.Endpoint:
+    if not address.HasField("socket_address"):
+        kind = address.WhichOneof("address") or "missing"
+        raise Unmapped(f"{what}_not_ip", f"{what} address is {kind}, not an IP socket address")
+    sa = address.socket_address
+    return ae.Endpoint(ip=sa.address, port=sa.port_value)
+
+
+def _struct_get(struct: struct_pb2.Struct, key: str) -> struct_pb2.Value | None:
+    return struct.fields[key] if key in struct.fields else None
+
+
+def _scalar(value: struct_pb2.Value | None) -> str:
+    if value is None:
+        return ""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        n = value.number_value
+        return str(int(n)) if n == int(n) else str(n)
+    if kind == "list_value":
+        return ",".join(_scalar(v) for v in value.list_value.values)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    return ""
+
+
+def _jwt_parts(meta: struct_pb2.Struct | None) -> tuple[struct_pb2.Struct | None, struct_pb2.Struct | None,
+                                                        struct_pb2.Struct | None]:
+    """(payload, header, failure) from jwt_authn's metadata, whatever keys the operator chose for them:
+    recognised by shape, since payload_in_metadata/header_in_metadata/failed_status_in_metadata are free
+    names."""
+    payload = header = failure = None
+    if meta is None:
+        return None, None, None
+    for value in meta.fields.values():
+        if value.WhichOneof("kind") != "struct_value":
+            continue
+        s = value.struct_value
+        keys = set(s.fields)
+        if {"code", "message"} <= keys and len(keys) == 2:
+            failure = s
+        elif "alg" in keys and not keys & {"iss", "sub", "exp"}:
+            header = s
+        elif keys & {"iss", "sub", "exp", "aud", "iat"}:
+            payload = s
+        else:
+            # payload_in_metadata keyed by issuer nests one more level
+            for inner in s.fields.values():
+                if inner.WhichOneof("kind") == "struct_value" and \
+                        set(inner.struct_value.fields) & {"iss", "sub"}:
+                    payload = inner.struct_value
+    return payload, header, failure
+
+
+def _claims(payload: struct_pb2.Struct, header: struct_pb2.Struct | None) -> ae.JwtClaims:
+    def num(key: str) -> int:
+        v = _struct_get(payload, key)
+        return int(v.number_value) if v is not None and v.WhichOneof("kind") == "number_value" else 0
+
+    claims = ae.JwtClaims(iss=_scalar(_struct_get(payload, "iss"))[:256],
+                          sub=_scalar(_struct_get(payload, "sub"))[:256],
+                          aud=_scalar(_struct_get(payload, "aud"))[:256],
+                          exp=num("exp"), iat=num("iat"))
+    jti = _scalar(_struct_get(payload, "jti"))
+    if jti:
+        claims.jti_hash = hashlib.sha256(jti.encode()).hexdigest()
+    if header is not None:
+        claims.kid = _scalar(_struct_get(header, "kid"))[:256]
+        claims.alg = _scalar(_struct_get(header, "alg"))[:32]
+    return claims
+
+
+def _jwt_reason(message: str) -> int:
+    if message in _JWT_REASONS:
+        return _JWT_REASONS[message]
+    if message.startswith("Jwks"):
+        return ae.FAILURE_REASON_OTHER
+    return ae.FAILURE_REASON_INVALID_CREDENTIALS
+
+
+def _auth(entry: accesslog_pb2.HTTPAccessLogEntry, consumer_key: str) -> ae.Auth:
+    details = entry.response.response_code_details
+    filter_meta = entry.common_properties.metadata.filter_metadata
+    jwt_meta = filter_meta[JWT_FILTER] if JWT_FILTER in filter_meta else None
+    payload, header, failure = _jwt_parts(jwt_meta)
+    consumer = entry.request.request_headers.get(consumer_key, "")
+    if not consumer:
+        for struct in filter_meta.values():
+            consumer = _scalar(_struct_get(struct, consumer_key))
+            if consumer:
+                break
+
+    if details.startswith(_JWT_DENIED) or failure is not None:
+        if failure is not None:
+            message = _scalar(_struct_get(failure, "message"))
+        else:  # details carry the status string with spaces turned into underscores
+            message = details[len(_JWT_DENIED):].rstrip("}").replace("_", " ")
+        auth = ae.Auth(method=ae.AUTH_METHOD_JWT, outcome=ae.AUTH_OUTCOME_FAILURE, plugin=JWT_FILTER,
+                       reason=_jwt_reason(message), message=message[:MAX_MESSAGE])
+        if header is not None:
+            auth.jwt.CopyFrom(_claims(struct_pb2.Struct(), header))
+        return auth
+    if details in _BASIC_DETAILS:
+        reason, message = _BASIC_DETAILS[details]
+        return ae.Auth(method=ae.AUTH_METHOD_BASIC, outcome=ae.AUTH_OUTCOME_FAILURE, plugin=BASIC_FILTER,
+                       reason=reason, message=message)
+    if payload is not None:
+        claims = _claims(payload, header)
+        return ae.Auth(method=ae.AUTH_METHOD_JWT, outcome=ae.AUTH_OUTCOME_SUCCESS, plugin=JWT_FILTER,
+                       consumer=(consumer or claims.sub)[:256], credential_id=claims.kid, jwt=claims)
+    if consumer:
+        # Only basic_auth's forward_username_header sets the consumer header without JWT metadata.
+        return ae.Auth(method=ae.AUTH_METHOD_BASIC, outcome=ae.AUTH_OUTCOME_SUCCESS, plugin=BASIC_FILTER,
+                       consumer=consumer[:256], credential_id=consumer[:256])
+    if details.startswith("rbac_access_denied"):
+        return ae.Auth(method=ae.AUTH_METHOD_OTHER, outcome=ae.AUTH_OUTCOME_FAILURE,
+                       plugin="envoy.filters.http.rbac",
+                       reason=ae.FAILURE_REASON_FORBIDDEN, message=details[:MAX_MESSAGE])
+    if details.startswith("ext_authz"):
+        return ae.Auth(method=ae.AUTH_METHOD_OTHER, outcome=ae.AUTH_OUTCOME_FAILURE,
+                       plugin="envoy.filters.http.ext_authz", reason=ae.FAILURE_REASON_OTHER,
+                       message=details[:MAX_MESSAGE])
+    return ae.Auth(method=ae.AUTH_METHOD_NONE, outcome=ae.AUTH_OUTCOME_NOT_ATTEMPTED)
+
+
+def entry_to_event(entry: accesslog_pb2.HTTPAccessLogEntry, node: EnvoyNode,
+                   consumer_key: str) -> ae.AuthEvent:
+    """Map one HTTP access-log entry; raises Unmapped with a reason when it cannot."""
+    common = entry.common_properties
+    if common.intermediate_log_entry or common.access_log_type in _NOT_FINAL:
+        raise Unmapped("intermediate_entry", "periodic/intermediate entries are not finished requests")
+    # The direct address is the TCP peer even when Envoy trusts X-Forwarded-For for the other one.
+    if common.HasField("downstream_direct_remote_address"):
+        client = _endpoint(common.downstream_direct_remote_address, "downstream_remote")
+    elif common.HasField("downstream_remote_address"):
+        client = _endpoint(common.downstream_remote_address, "downstream_remote")
+    else:
+        raise Unmapped("no_downstream_address", "entry has no downstream remote address")
+    if not common.HasField("downstream_local_address"):
+        raise Unmapped("no_downstream_address", "entry has no downstream local address")
+    server = _endpoint(common.downstream_local_address, "downstream_local")
+    if not common.HasField("start_time"):
+        raise Unmapped("no_start_time", "entry has no start time")
+    request_id = entry.request.request_id or common.stream_id
+    if not request_id:
+        raise Unmapped("no_request_id", "entry has neither x-request-id nor a stream id")
+
+    req, resp = entry.request, entry.response
+    event = ae.AuthEvent(
+        request_id=request_id[:128],
+        gateway=ae.Gateway(kind=ae.GATEWAY_KIND_ENVOY, node=node.node[:256], version=node.version[:64]),
+        client=client,
+        server=server,
+        http=ae.HttpRequest(
+            method=_http_method(req.request_method),
+            host=req.authority[:255],
+            path=req.path.split("?", 1)[0][:2048],
+            status=resp.response_code.value,
+            user_agent=req.user_agent[:512],
+            request_bytes=req.request_headers_bytes + req.request_body_bytes,
+            response_bytes=resp.response_headers_bytes + resp.response_body_bytes,
+        ),
+        route_id=common.route_name[:256],
+        service_id=common.upstream_cluster[:256],
+        auth=_auth(entry, consumer_key),
+    )
+    event.start_time.CopyFrom(common.start_time)
+    if common.HasField("duration"):
+        event.latency.CopyFrom(common.duration)
+    elif common.HasField("time_to_last_downstream_tx_byte"):
+        event.latency.CopyFrom(common.time_to_last_downstream_tx_byte)
+    forwarded = req.forwarded_for.split(",", 1)[0].strip()
+    if forwarded:
+        event.forwarded_for = forwarded[:256]
+    return event
+
+
+def _http_method(method: int) -> str:
+    """Envoy's RequestMethod enum -> the HTTP verb ('' when Envoy did not know it)."""
+    name = base_pb2.RequestMethod.Name(method) if method else ""
+    return "" if name == "METHOD_UNSPECIFIED" else name
+
+
+class _OncePerReason:
+    """Log a problem the first time, then at most once a minute per reason with how many were skipped."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def log(self, reason: str, message: str) -> None:
+        now = time.monotonic()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.interval:
+            self._skipped[reason] = self._skipped.get(reason, 0) + 1
+            return
+        skipped = self._skipped.pop(reason, 0)
+        self._last[reason] = now
+        suffix = f" (and {skipped} more since the last report)" if skipped else ""
+        log.warning("envoy ALS: %s%s", message, suffix)
+
+
+class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
+    """The ALS endpoint Envoy's `envoy.access_loggers.http_grpc` streams to."""
+
+    def __init__(self, pipeline: Pipeline, config: Config, counters: Counters) -> None:
+        self.pipeline = pipeline
+        self.consumer_key = config.consumer_header.lower()
+        self.counters = counters
+        self._problems = _OncePerReason()
+
+    def _unmapped(self, reason: str, message: str, n: int = 1) -> None:
+        self.counters.inc("envoy_als.unmapped", reason, n)
+        self._problems.log(reason, message)
+
+    async def StreamAccessLogs(self, request_iterator, context: grpc.aio.ServicerContext  # noqa: N802
+                               ) -> als_pb2.StreamAccessLogsResponse:
+        node: EnvoyNode | None = None
+        self.counters.inc("envoy_als.streams")
+        async for message in request_iterator:
+            if node is None:
+                if not message.HasField("identifier"):
+                    # The protocol puts the identifier in the first message; without it we still ingest.
+                    self._unmapped_stream_without_identifier()
+                    node = EnvoyNode()
+                else:
+                    node = EnvoyNode.from_identifier(message.identifier)
+            if message.HasField("tcp_logs"):
+                n = len(message.tcp_logs.log_entry)
+                self._unmapped("tcp_entry", f"{n} TCP access-log entries: authwire maps HTTP entries only", n)
+            entries = message.http_logs.log_entry
+            if not entries:
+                continue
+            self.counters.inc("envoy_als.entries", "", len(entries))
+            events = []
+            for entry in entries:
+                try:
+                    events.append(entry_to_event(entry, node, self.consumer_key))
+                except Unmapped as exc:
+                    self._unmapped(exc.reason, f"entry {entry.request.request_id or '?'} skipped: {exc}")
+            if not events:
+                continue
+            try:
+                response = await self.pipeline.report(events, SOURCE)
+            except StoreUnavailable as exc:
+                # Envoy does not resend access logs: these are lost; say so and count them.
+                self.counters.inc("envoy_als.lost", "store_unavailable", len(events))
+                self._problems.log("store_unavailable", f"{len(events)} entries lost: {exc}")
+                continue
+            for rejection in response.rejections:
+                self._problems.log(f"rejected:{rejection.field}",
+                                   f"entry rejected by validation: {rejection.field}: {rejection.reason}")
+        return als_pb2.StreamAccessLogsResponse()
+
+    def _unmapped_stream_without_identifier(self) -> None:
+        self.counters.inc("envoy_als.no_identifier")
+        self._problems.log("no_identifier", "stream's first message has no identifier; node left empty")
+
+
+def add_to_server(server: grpc.aio.Server, pipeline: Pipeline, config: Config, counters: Counters) -> None:
+    als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(pipeline, config, counters), server)
