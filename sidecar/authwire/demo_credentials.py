@@ -63,3 +63,46 @@ class DemoCredentials:
 
 def basic_header(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def write_gateway_files(outdir: str) -> dict[str, str]:
+    """Write jwks.json + htpasswd for gateway-plugins/envoy/envoy.yaml; return sample credentials.
+
+    The private key stays in memory: the printed tokens are all there is to try the gateway with.
+    """
+    from pathlib import Path
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    creds = DemoCredentials()
+    (out / "jwks.json").write_text(creds.jwks())
+    (out / "htpasswd").write_text(creds.htpasswd())
+    return {
+        "jwt_valid": creds.token("alice"),
+        "jwt_expired": creds.token("alice", expired=True),
+        "jwt_bad_signature": creds.token("alice", bad_signature=True),
+        "basic_valid": basic_header("alice", creds.users["alice"]),
+        "basic_wrong_password": basic_header("alice", "not-the-password"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m authwire.demo_credentials OUTDIR   (writes jwks.json and htpasswd)",
+              file=sys.stderr)
+        return 2
+    samples = write_gateway_files(args[0])
+    print(f"wrote {args[0]}/jwks.json and {args[0]}/htpasswd (demo identities; never use in production)")
+    for name, value in samples.items():
+        header = value if value.startswith("Basic ") else f"Bearer {value}"
+        path = "/basic/" if name.startswith("basic") else "/jwt/"
+        print(f"# {name}\ncurl -s -o /dev/null -w '%{{http_code}}\\n' -H 'Authorization: {header}' "
+              f"http://localhost:8080{path}hello")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,10 +15,11 @@ import json
 from pathlib import Path
 
 import pytest
-from authwire.envoy_als import EnvoyNode, Unmapped, entry_to_event
-from authwire.v1 import auth_event_pb2 as ae
 from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import json_format
+
+from authwire.envoy_als import EnvoyNode, Unmapped, entry_to_event
+from authwire.v1 import auth_event_pb2 as ae
 
 CAPTURE = json.loads((Path(__file__).parent / "data" / "als_capture.json").read_text())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from authwire import fingerprint
 from authwire.v1.connection_pb2 import SynFingerprint
 

@@ -1,0 +1,3 @@
+from authwire.cli import main
+
+raise SystemExit(main())

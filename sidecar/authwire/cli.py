@@ -1,0 +1,328 @@
+"""The `authwire` command: serve, and the client commands people query with."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+import grpc
+from google.protobuf import json_format
+
+from authwire import config as config_mod
+from authwire import render
+from authwire.store import QueryError, Store
+from authwire.v1 import (
+    auth_event_pb2,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+    record_pb2,
+)
+
+INGEST_BATCH = 1000
+
+
+class CliError(Exception):
+    """A user-facing error: printed as `authwire: <message>`, exit status 2."""
+
+
+def _enum_value(enum, prefix: str, text: str, flag: str) -> int:
+    """'failure' / 'FAILURE' / 'AUTH_OUTCOME_FAILURE' / 'key-auth' -> the enum number."""
+    name = text.strip().upper().replace("-", "_")
+    for candidate in (name, prefix + name):
+        if candidate in enum.keys() and not candidate.endswith("UNSPECIFIED"):
+            return enum.Value(candidate)
+    known = ", ".join(k.removeprefix(prefix).lower() for k in enum.keys() if not k.endswith("UNSPECIFIED"))
+    raise CliError(f"{flag}: unknown value {text!r} (known: {known})")
+
+
+def _time_arg(text: str, flag: str, now: float) -> int:
+    """'15m' (ago) or an ISO 8601 time -> epoch ns."""
+    try:
+        return int((now - config_mod.parse_duration(text)) * 1e9)
+    except config_mod.ConfigError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{flag}: {text!r} is neither a duration (15m, 2h, 7d) nor an ISO time") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1e9)
+
+
+def _rtt_us(text: str, flag: str) -> int:
+    """'5ms', '0.2s', or a bare number of milliseconds -> microseconds."""
+    try:
+        seconds = config_mod.parse_duration(text) if text[-1:].isalpha() else float(text) / 1000
+    except (config_mod.ConfigError, ValueError):
+        raise CliError(f"{flag}: {text!r} is not a duration (e.g. 5ms, 0.2s)") from None
+    return int(seconds * 1e6)
+
+
+def filters_from_args(args: argparse.Namespace, now: float | None = None) -> query_pb2.Filters:
+    now = time.time() if now is None else now
+    f = query_pb2.Filters()
+    if args.since:
+        f.since.FromNanoseconds(_time_arg(args.since, "--since", now))
+    if args.until:
+        f.until.FromNanoseconds(_time_arg(args.until, "--until", now))
+    for attr in ("consumer", "route_id", "request_id", "community_id", "syn_signature"):
+        if getattr(args, attr):
+            setattr(f, attr, getattr(args, attr))
+    if args.credential:
+        f.credential_id = args.credential
+    if args.client_ip:
+        f.client_ip = args.client_ip
+    if args.os:
+        f.os_hint = args.os
+    if args.status:
+        f.status = args.status
+    if args.outcome:
+        f.outcome = _enum_value(auth_event_pb2.AuthOutcome, "AUTH_OUTCOME_", args.outcome, "--outcome")
+    if args.method:
+        f.method = _enum_value(auth_event_pb2.AuthMethod, "AUTH_METHOD_", args.method, "--method")
+    if args.reason:
+        f.reason = _enum_value(auth_event_pb2.FailureReason, "FAILURE_REASON_", args.reason, "--reason")
+    if args.join_status:
+        f.join_status = _enum_value(record_pb2.JoinStatus, "JOIN_STATUS_", args.join_status, "--join-status")
+    if args.min_rtt:
+        f.min_rtt_us = _rtt_us(args.min_rtt, "--min-rtt")
+    if args.max_rtt:
+        f.max_rtt_us = _rtt_us(args.max_rtt, "--max-rtt")
+    if args.retransmits_gt is not None:
+        f.retransmits_gt = args.retransmits_gt
+    if args.hop_distance is not None:
+        f.hop_distance = args.hop_distance
+    return f
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("filters (all given must match)")
+    g.add_argument("--since", help="e.g. 15m, 2h, 7d (ago) or an ISO time")
+    g.add_argument("--until", help="e.g. 5m (ago) or an ISO time")
+    g.add_argument("--consumer")
+    g.add_argument("--credential", help="credential id (key id, username, access key; never a secret)")
+    g.add_argument("--client-ip", help="TCP peer IP or CIDR, e.g. 10.0.0.0/8")
+    g.add_argument("--outcome", help="success, failure or not_attempted")
+    g.add_argument("--method", help="jwt, basic, hmac, key_auth, oauth2, none, other")
+    g.add_argument("--reason", help="failure reason, e.g. expired, bad_signature, missing_credentials")
+    g.add_argument("--route", dest="route_id")
+    g.add_argument("--status", type=int, help="HTTP status")
+    g.add_argument("--request-id")
+    g.add_argument("--community-id")
+    g.add_argument("--os", help="OS hint: linux, windows, macos, bsd, network_device, unknown")
+    g.add_argument("--min-rtt", help="handshake RTT at least, e.g. 5ms")
+    g.add_argument("--max-rtt", help="handshake RTT at most, e.g. 50ms")
+    g.add_argument("--retransmits-gt", type=int, metavar="N", help="more than N retransmitted segments")
+    g.add_argument("--hop-distance", type=int, metavar="N")
+    g.add_argument("--syn-signature", help="exact SYN signature (see `--group-by syn.signature`)")
+    g.add_argument("--join-status", help="exact, no_connection or inspector_off")
+
+
+def _add_server(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=os.environ.get("AUTHWIRE_SERVER", config_mod.DEFAULT_SERVER),
+                   help="sidecar gRPC address, unix:/path or HOST:PORT (env AUTHWIRE_SERVER; default "
+                        f"{config_mod.DEFAULT_SERVER})")
+
+
+def _add_format(p: argparse.ArgumentParser, choices=render.FORMATS) -> None:
+    p.add_argument("--format", choices=choices, default="table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authwire", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the sidecar (gRPC ingest + query, kernel inspector, store)")
+    config_mod.add_arguments(p)
+
+    p = sub.add_parser("ingest", help="send AuthEvents (JSON lines, proto3 JSON mapping) to the sidecar")
+    p.add_argument("file", help="file of JSON lines, or - for stdin")
+    _add_server(p)
+
+    p = sub.add_parser("query", help="enriched records, newest first (or --group-by counts)")
+    _add_filters(p)
+    _add_format(p)
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--group-by", metavar="FIELD[,FIELD]",
+                   help="count records per value, e.g. client_ip,auth.outcome or syn.signature")
+    p.add_argument("--db", help="read this store file directly (read-only) instead of asking the sidecar")
+    _add_server(p)
+
+    p = sub.add_parser("tail", help="the latest records; -f keeps following new ones")
+    _add_filters(p)
+    _add_format(p)
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--lines", type=int, default=10, help="recent records to show first")
+    _add_server(p)
+
+    p = sub.add_parser("stats", help="counters: received, accepted, rejected by reason, dropped, kernel")
+    _add_format(p, ("table", "json"))
+    _add_server(p)
+
+    p = sub.add_parser("connections", help="the kernel's tracked TCP connections and their facts")
+    _add_format(p, ("table", "json"))
+    p.add_argument("--all", action="store_true", help="include recently closed connections")
+    p.add_argument("--client-ip")
+    _add_server(p)
+
+    p = sub.add_parser("doctor", help="check this host for the kernel inspector; print fixes")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    sub.add_parser("demo", help="end-to-end demo: Envoy + authwire + traffic in network namespaces (make run)",
+                   add_help=False)
+    return parser
+
+
+def _channel(server: str) -> grpc.Channel:
+    return grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+
+
+def _read_events(path: str, out: TextIO) -> Iterator[tuple[int, auth_event_pb2.AuthEvent | None, str]]:
+    """(line number, event or None, parse error) for each non-blank line."""
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    with stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json_format.Parse(line, auth_event_pb2.AuthEvent()), ""
+            except json_format.ParseError as exc:
+                yield number, None, str(exc)
+
+
+def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
+    stub = ingest_pb2_grpc.IngestStub(_channel(args.server))
+    accepted = rejected = 0
+
+    def send(batch: list[tuple[int, auth_event_pb2.AuthEvent]]) -> None:
+        nonlocal accepted, rejected
+        response = stub.Report(ingest_pb2.ReportRequest(events=[e for _, e in batch]), timeout=60)
+        accepted += response.accepted
+        bad = {}
+        for r in response.rejections:
+            bad.setdefault(r.index, []).append(f"{r.field}: {r.reason}")
+        for index, reasons in sorted(bad.items()):
+            out.write(f"rejected line {batch[index][0]}: {'; '.join(reasons)}\n")
+        rejected += len(bad)
+
+    batch: list[tuple[int, auth_event_pb2.AuthEvent]] = []
+    for number, event, error in _read_events(args.file, out):
+        if event is None:
+            out.write(f"rejected line {number}: not an AuthEvent in proto3 JSON: {error}\n")
+            rejected += 1
+            continue
+        batch.append((number, event))
+        if len(batch) >= INGEST_BATCH:
+            send(batch)
+            batch = []
+    if batch:
+        send(batch)
+    out.write(f"accepted {accepted}, rejected {rejected}\n")
+    return 1 if rejected else 0
+
+
+def cmd_query(args: argparse.Namespace, out: TextIO) -> int:
+    request = query_pb2.QueryRequest(filters=filters_from_args(args), limit=args.limit)
+    group_by = [g.strip() for g in (args.group_by or "").split(",") if g.strip()]
+    request.group_by.extend(group_by)
+    if args.db:
+        try:
+            result = Store(args.db, read_only=True).query(request.filters, request.limit, "", group_by)
+        except (QueryError, FileNotFoundError) as exc:
+            raise CliError(str(exc)) from None
+        records, groups = result.records, result.groups
+    else:
+        response = query_pb2_grpc.QueryStub(_channel(args.server)).Query(request, timeout=60)
+        records, groups = response.records, response.groups
+    if group_by:
+        render.groups(group_by, groups, args.format, out)
+    else:
+        render.records(records, args.format, out)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, out: TextIO) -> int:
+    stub = query_pb2_grpc.QueryStub(_channel(args.server))
+    filters = filters_from_args(args)
+    recent = stub.Query(query_pb2.QueryRequest(filters=filters, limit=args.lines), timeout=60).records
+    render.records(list(reversed(recent)), args.format, out)
+    if not args.follow:
+        return 0
+    stream = stub.Tail(query_pb2.TailRequest(filters=filters))
+    try:
+        for record in stream:
+            render.records([record], args.format, out, header=False)
+    except KeyboardInterrupt:
+        stream.cancel()
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
+    response = query_pb2_grpc.QueryStub(_channel(args.server)).Stats(query_pb2.StatsRequest(), timeout=30)
+    render.stats(response, args.format, out)
+    return 0
+
+
+def cmd_connections(args: argparse.Namespace, out: TextIO) -> int:
+    request = query_pb2.ConnectionsRequest(include_closed=args.all, client_ip=args.client_ip or "")
+    response = query_pb2_grpc.QueryStub(_channel(args.server)).Connections(request, timeout=30)
+    render.connections(response.connections, args.format, out)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from authwire.server import serve
+
+    cfg = config_mod.load(args)
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(cfg))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    from authwire import doctor
+
+    checks = doctor.run_checks()
+    if args.format == "json":
+        out.write(json.dumps([c.__dict__ for c in checks], indent=2) + "\n")
+    else:
+        doctor.print_report(checks, out)
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from authwire import demo
+
+        return demo.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    out = sys.stdout
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "doctor":
+            return cmd_doctor(args, out)
+        handler = {"ingest": cmd_ingest, "query": cmd_query, "tail": cmd_tail, "stats": cmd_stats,
+                   "connections": cmd_connections}[args.command]
+        return handler(args, out)
+    except (CliError, config_mod.ConfigError, OSError) as exc:
+        print(f"authwire: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        where = getattr(args, "server", "")
+        print(f"authwire: {where}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,155 @@
+"""Settings of `authwire serve`: defaults < TOML file (--config) < environment (AUTHWIRE_*) < flags.
+
+Every field is one flag (`--grace-period`), one env var (`AUTHWIRE_GRACE_PERIOD`, lists comma-separated) and
+one TOML key (`grace_period`). The fields below are the single list of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SOCKET = "/run/authwire/authwire.sock"
+DEFAULT_SERVER = f"unix:{DEFAULT_SOCKET}"
+
+
+class ConfigError(ValueError):
+    """A setting has a value authwire cannot use; the message names the setting."""
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    listen: list[str] = _opt([DEFAULT_SERVER], "gRPC listen address: unix:/path or HOST:PORT (repeatable)")
+    grpc_web_listen: list[str] = _opt(
+        ["127.0.0.1:9181"], "gRPC-Web (HTTP/1.1) listen address for OpenResty plugins, 'off' to disable")
+    db: str = _opt("/var/lib/authwire/authwire.db", "SQLite store path")
+    jsonl: str = _opt("", "also append every record to this JSONL file (rotated); empty = off")
+    jsonl_max_bytes: int = _opt(100 * 1024 * 1024, "rotate the JSONL file at this size")
+    jsonl_keep: int = _opt(5, "rotated JSONL files to keep")
+    retention_age: str = _opt("7d", "delete records older than this (e.g. 12h, 7d; 0 = keep)")
+    retention_bytes: int = _opt(0, "delete oldest records while the store is bigger (0 = no limit)")
+    iface: list[str] = _opt([], "interface for the kernel inspector (repeatable; default: every UP "
+                                "non-loopback interface plus lo)")
+    max_flows: int = _opt(65536, "kernel flow table size (LRU; oldest flows evicted beyond it)")
+    no_inspector: bool = _opt(False, "run without the kernel inspector (records join as INSPECTOR_OFF)")
+    grace_period: float = _opt(30.0, "seconds a closed connection stays joinable for late reports")
+    join_wait: float = _opt(0.3, "seconds a report waits for its connection's kernel event")
+    consumer_header: str = _opt("x-consumer", "Envoy: request header or metadata key naming the consumer")
+    log_level: str = _opt("info", "debug, info, warning or error")
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field. Defaults are None so we can tell 'not given' from 'given'."""
+    parser.add_argument("--config", metavar="FILE", help="TOML file with any of the settings below")
+    for f in Config.fields():
+        flag = "--" + f.name.replace("_", "-")
+        env = "AUTHWIRE_" + f.name.upper()
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata['help']} (env {env}; default {default!r})"
+        if f.type == "bool":
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+        elif f.type.startswith("list"):
+            parser.add_argument(flag, action="append", default=None, metavar="VALUE", help=help_text)
+        else:
+            parser.add_argument(flag, default=None, metavar="VALUE", help=help_text)
+
+
+def _coerce(f: dataclasses.Field, value: Any, origin: str) -> Any:
+    try:
+        if f.type == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
+        if f.type.startswith("list"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [str(i).strip() for i in items if str(i).strip()]
+        if f.type == "int":
+            return int(value)
+        if f.type == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: bad value for {f.name}: {exc}") from None
+
+
+def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    known = {f.name: f for f in Config.fields()}
+    config_file = getattr(args, "config", None) or environ.get("AUTHWIRE_CONFIG")
+    if config_file:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"--config {config_file}: {exc}") from None
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"--config {config_file}: unknown setting {key!r}")
+            values[name] = _coerce(known[name], value, config_file)
+    for name, f in known.items():
+        env = "AUTHWIRE_" + name.upper()
+        if env in environ:
+            values[name] = _coerce(f, environ[env], env)
+    if args is not None:
+        for name, f in known.items():
+            value = getattr(args, name, None)
+            if value is not None:
+                values[name] = _coerce(f, value, "--" + name.replace("_", "-"))
+    config = Config(**values)
+    config.grpc_web_listen = [a for a in config.grpc_web_listen if a.lower() not in ("off", "none")]
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    if not config.listen:
+        raise ConfigError("listen: at least one gRPC listen address is required")
+    if config.max_flows < 16:
+        raise ConfigError(f"max_flows: {config.max_flows} is too small (minimum 16)")
+    if config.grace_period < 0 or config.join_wait < 0:
+        raise ConfigError("grace_period and join_wait must be >= 0 seconds")
+    if config.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log_level: {config.log_level!r} is not debug, info, warning or error")
+    parse_duration(config.retention_age)
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """'15m' -> 900.0 seconds. A bare number is seconds."""
+    text = text.strip().lower()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            number = text[: -len(unit)]
+            break
+    else:
+        number, unit = text, "s"
+    try:
+        value = float(number)
+    except ValueError:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 30s, 15m, 12h, 7d)") from None
+    if value < 0:
+        raise ConfigError(f"negative duration: {text!r}")
+    return value * _UNITS[unit]

@@ -1,0 +1,83 @@
+"""gRPC Query service: records, live tail, counters and the kernel's live connections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from authwire.counters import Counters
+from authwire.pipeline import Pipeline
+from authwire.store import QueryError, Store
+from authwire.v1 import query_pb2, query_pb2_grpc, record_pb2
+
+TAIL_POLL_SECONDS = 1.0  # upper bound between store checks when no commit wakes the tail
+
+
+class QueryService(query_pb2_grpc.QueryServicer):
+    def __init__(self, store: Store, pipeline: Pipeline, counters: Counters, inspector=None,
+                 inspector_status: str = "") -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.counters = counters
+        self.inspector = inspector
+        self.inspector_status = inspector_status
+        self.started = time.time()
+
+    async def Query(self, request: query_pb2.QueryRequest, context: grpc.aio.ServicerContext
+                    ) -> query_pb2.QueryResponse:
+        try:
+            result = await asyncio.to_thread(self.store.query, request.filters, request.limit,
+                                             request.page_token, list(request.group_by))
+        except QueryError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return query_pb2.QueryResponse(records=result.records, next_page_token=result.next_page_token,
+                                       groups=result.groups)
+
+    async def Tail(self, request: query_pb2.TailRequest, context: grpc.aio.ServicerContext
+                   ) -> AsyncIterator[record_pb2.EnrichedRecord]:
+        try:
+            last_id = await asyncio.to_thread(self.store.max_id)
+            if request.backlog:
+                recent = await asyncio.to_thread(self.store.query, request.filters, request.backlog)
+                for record in reversed(recent.records):
+                    yield record
+            while not context.done():
+                # Tail re-reads the store by id rather than filtering what the writer hands over, so there
+                # is one implementation of the filters (SQL).
+                top = await asyncio.to_thread(self.store.max_id)
+                while last_id < top:
+                    result = await asyncio.to_thread(self.store.query, request.filters, 1000, "", (),
+                                                     last_id, top)
+                    for record in result.records:
+                        yield record
+                    last_id = result.last_id
+                await self.pipeline.wait_for_commit(TAIL_POLL_SECONDS)
+        except QueryError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def Stats(self, request: query_pb2.StatsRequest, context: grpc.aio.ServicerContext
+                    ) -> query_pb2.StatsResponse:
+        counters = [query_pb2.Counter(name=n, label=label, value=v)
+                    for (n, label), v in sorted(self.counters.snapshot().items())]
+        if self.inspector is not None:
+            counters += [query_pb2.Counter(name=f"kernel.{n}", value=v)
+                         for n, v in sorted(self.inspector.counters().items())]
+        response = query_pb2.StatsResponse(
+            counters=counters, store_records=await asyncio.to_thread(self.store.count),
+            store_bytes=self.store.size_bytes(), inspector_running=self.inspector is not None,
+            inspector_status=self.inspector_status)
+        response.started.FromNanoseconds(int(self.started * 1e9))
+        return response
+
+    async def Connections(self, request: query_pb2.ConnectionsRequest, context: grpc.aio.ServicerContext
+                          ) -> query_pb2.ConnectionsResponse:
+        if self.inspector is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"the kernel inspector is not running: {self.inspector_status}")
+        connections = self.inspector.table.all(request.include_closed)
+        if request.client_ip:
+            connections = [c for c in connections if c.client.ip == request.client_ip]
+        return query_pb2.ConnectionsResponse(connections=connections)

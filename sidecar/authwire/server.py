@@ -1,0 +1,133 @@
+"""`authwire serve`: the sidecar process. Wires the one data path together and runs it until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authwire.config import Config, parse_duration
+from authwire.counters import Counters
+from authwire.ingest_service import IngestService
+from authwire.join import Joiner
+from authwire.jsonl_sink import JsonlSink
+from authwire.pipeline import Pipeline
+from authwire.query_service import QueryService
+from authwire.store import Store
+from authwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
+
+log = logging.getLogger("authwire")
+
+RETENTION_EVERY_SECONDS = 60
+SHUTDOWN_GRACE_SECONDS = 5
+
+
+def bind(server: grpc.aio.Server, address: str) -> None:
+    """unix:/path (created 0660, parent made) or HOST:PORT; raises OSError naming the address."""
+    if address.startswith("unix:"):
+        path = Path(address[len("unix:"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket from a crashed run
+    if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
+        raise OSError(f"cannot listen on {address} (in use, or not a local address?)")
+
+
+def start_inspector(config: Config, counters: Counters):
+    """The kernel inspector, or (None, why) when it cannot run here; serve goes on without it."""
+    if config.no_inspector:
+        return None, "disabled by --no-inspector"
+    try:
+        from authwire.kernel import InspectorUnavailable
+        from authwire.kernel import start_inspector as start
+    except ImportError as exc:
+        return None, f"kernel inspector not importable: {exc}"
+    try:
+        return start(config, counters), "running"
+    except InspectorUnavailable as exc:
+        log.warning("kernel inspector off: %s. Fix: %s (see `authwire doctor`)", exc.reason, exc.fix)
+        return None, f"{exc.reason}; fix: {exc.fix}"
+
+
+async def serve(config: Config) -> None:
+    counters = Counters()
+    store = Store(config.db)
+    inspector, inspector_status = start_inspector(config, counters)
+    table = inspector.table if inspector is not None else None
+    jsonl = JsonlSink(config.jsonl, config.jsonl_max_bytes, config.jsonl_keep) if config.jsonl else None
+    pipeline = Pipeline(store, Joiner(table, config.join_wait, counters), counters, jsonl)
+    pipeline.start()
+
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 32 * 1024 * 1024)])
+    ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(pipeline), server)
+    query_pb2_grpc.add_QueryServicer_to_server(
+        QueryService(store, pipeline, counters, inspector, inspector_status), server)
+    service_names = [ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name,
+                     query_pb2.DESCRIPTOR.services_by_name["Query"].full_name]
+    with contextlib.suppress(ImportError):  # TODO(lead): drop the guard once envoy_als lands
+        from envoy.service.accesslog.v3 import als_pb2_grpc
+
+        from authwire.envoy_als import AccessLogService
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(pipeline, config, counters), server)
+        service_names.append("envoy.service.accesslog.v3.AccessLogService")
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    for address in config.listen:
+        bind(server, address)
+    await server.start()
+    for address in config.listen:
+        if address.startswith("unix:"):
+            os.chmod(address[len("unix:"):], 0o660)
+
+    grpc_web = None
+    if config.grpc_web_listen:
+        from authwire.grpc_web import start_grpc_web
+        grpc_web = await start_grpc_web(config.grpc_web_listen, pipeline, counters)
+
+    for name in ["", *service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("authwire serving gRPC on %s%s; store %s; inspector: %s", ", ".join(config.listen),
+             f", gRPC-Web on {', '.join(config.grpc_web_listen)}" if config.grpc_web_listen else "",
+             config.db, inspector_status)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    retention = loop.create_task(_retention_loop(store, config, counters))
+    try:
+        await stop.wait()
+    finally:
+        log.info("authwire stopping: finishing in-flight reports")
+        retention.cancel()
+        if grpc_web is not None:
+            await grpc_web.cleanup()
+        await server.stop(SHUTDOWN_GRACE_SECONDS)
+        await pipeline.close()
+        if inspector is not None:
+            inspector.stop()
+        store.close()
+        log.info("authwire stopped")
+
+
+async def _retention_loop(store: Store, config: Config, counters: Counters) -> None:
+    max_age = parse_duration(config.retention_age)
+    if max_age <= 0 and config.retention_bytes <= 0:
+        return
+    while True:
+        try:
+            deleted = await asyncio.to_thread(store.apply_retention, max_age, config.retention_bytes)
+            if deleted:
+                counters.inc("store.retention_deleted", n=deleted)
+        except Exception as exc:  # retention must never stop ingest
+            log.error("retention failed: %s", exc)
+            counters.inc("store.retention_failed")
+        await asyncio.sleep(RETENTION_EVERY_SECONDS)
