@@ -7,7 +7,7 @@ included); this module only does the framing and hands every ReportRequest to `p
 "grpc-web")`, the same path as gRPC ingest.
 
 Every bad request gets a gRPC status naming what was wrong and is counted as
-`grpc_web_errors{<what>}`; nothing a client sends can take the listener down.
+`grpc_web.errors{<what>}`; nothing a client sends can take the listener down.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from urllib.parse import quote
 from aiohttp import web
 from google.protobuf.message import DecodeError
 
+from authwire.pipeline import StoreUnavailable
 from authwire.v1 import auth_event_pb2, ingest_pb2
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ CONTENT_TYPES = ("application/grpc-web", "application/grpc-web+proto")
 MAX_BODY = 16 * 1024 * 1024  # bytes; a batch of 1000 large events is ~1 MiB
 
 # gRPC status codes used here
-OK, INVALID_ARGUMENT, INTERNAL, UNIMPLEMENTED = 0, 3, 13, 12
+OK, INVALID_ARGUMENT, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 0, 3, 12, 13, 14
 
 _FRAME_HEADER = struct.Struct(">BI")
 _TRAILER_FLAG = 0x80
@@ -94,7 +95,7 @@ class GrpcWebIngest:
         self.counters = counters
 
     def _fail(self, status: int, what: str, message: str) -> web.Response:
-        self.counters.inc("grpc_web_errors", what)
+        self.counters.inc("grpc_web.errors", what)
         log.warning("gRPC-Web request refused (%s): %s", what, message)
         return self._reply(b"", status, message)
 
@@ -111,7 +112,7 @@ class GrpcWebIngest:
         method = request.match_info["method"]
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype not in CONTENT_TYPES:
-            self.counters.inc("grpc_web_errors", "content_type")
+            self.counters.inc("grpc_web.errors", "content_type")
             return web.Response(status=415, text=f"content-type {ctype or '(none)'} is not one of "
                                                  f"{', '.join(CONTENT_TYPES)}\n")
         if method not in ("Report", "ReportStream"):
@@ -141,6 +142,9 @@ class GrpcWebIngest:
                                   f"{where}ReportRequest does not parse ({len(payload)} bytes): {err}")
             try:
                 resp = await self.pipeline.report(list(req.events), "grpc-web")
+            except StoreUnavailable as err:
+                # retryable: the gateway's reporter keeps the batch and backs off
+                return self._fail(UNAVAILABLE, "store", f"store unavailable: {err}")
             except Exception as err:  # the listener must outlive any pipeline bug
                 log.exception("pipeline.report failed for a gRPC-Web request")
                 return self._fail(INTERNAL, "pipeline", f"internal error: {type(err).__name__}: {err}")

@@ -1,0 +1,146 @@
+-- Builds AuthEvent tables (field names of authwire.v1.AuthEvent) from nginx variables plus what the
+-- gateway adapter knows about authentication. Gateway-neutral: APISIX passes ctx.var, Kong and plain
+-- nginx pass ngx.var (same variable names).
+--
+-- Secrets never go in here: callers pass a credential *id* (username, key id, credential entity id), never
+-- a password, API key, token or signature; `credential_id()` applies the optional keyed pseudonym.
+local digest = require("authwire.digest")
+local reasons = require("authwire.reasons")
+
+local tonumber, type, floor = tonumber, type, math.floor
+
+local _M = {}
+
+_M.MESSAGE_MAX = 256 -- bytes of the gateway's failure message kept (the sidecar's validation bound)
+
+local function timestamp(t)
+  local s = floor(t)
+  return { seconds = s, nanos = floor((t - s) * 1e9 + 0.5) }
+end
+
+local function duration(d)
+  if d < 0 then
+    d = 0
+  end
+  local s = floor(d)
+  return { seconds = s, nanos = floor((d - s) * 1e9 + 0.5) }
+end
+
+-- the sidecar's per-field bounds (sidecar/authwire/validate.py, characters): cut bytes, which is never more
+local function cut(v, max)
+  if type(v) ~= "string" then
+    return nil
+  end
+  return #v > max and v:sub(1, max) or v
+end
+
+local function num(v)
+  return v and tonumber(v) or nil
+end
+
+-- "[::1]" -> "::1"; unix-socket peers ("unix:") have no IP
+local function ip_of(v)
+  if type(v) ~= "string" or v == "" or v:sub(1, 5) == "unix:" then
+    return nil
+  end
+  return (v:gsub("^%[(.*)%]$", "%1"))
+end
+
+--- Common part of the event from nginx variables.
+-- @param var ngx.var or APISIX ctx.var
+-- @param opts {gateway = "apisix"|"kong"|"other", node, version, include_user_agent (default true),
+--              start_time (seconds, default ngx.req.start_time()), now (default ngx.now())}
+function _M.from_var(var, opts)
+  -- realip_remote_addr/port hold the TCP peer when the real-ip module rewrote remote_addr (nginx >= 1.9.7)
+  local peer_ip = ip_of(var.realip_remote_addr) or ip_of(var.remote_addr)
+  local peer_port = num(var.realip_remote_port) or num(var.remote_port)
+  local forwarded
+  local remote = ip_of(var.remote_addr)
+  if remote and remote ~= peer_ip then
+    forwarded = remote
+  end
+  local start = opts.start_time or ngx.req.start_time()
+  local now = opts.now or ngx.now()
+  local ev = {
+    request_id = cut(var.request_id, 128),
+    start_time = timestamp(start),
+    latency = duration(now - start),
+    gateway = { kind = opts.gateway or "other", node = opts.node, version = opts.version },
+    client = { ip = peer_ip, port = peer_port },
+    server = { ip = ip_of(var.server_addr), port = num(var.server_port) },
+    forwarded_for = forwarded,
+    gateway_connection_id = num(var.connection),
+    connection_requests = num(var.connection_requests),
+    http = {
+      method = cut(var.request_method, 16),
+      host = cut(var.host, 255),
+      path = cut(var.uri, 2048),
+      status = num(var.status),
+      user_agent = opts.include_user_agent ~= false and cut(var.http_user_agent, 512) or nil,
+      request_bytes = num(var.request_length),
+      response_bytes = num(var.bytes_sent),
+    },
+  }
+  return ev
+end
+
+--- The credential id as reported: itself, or HMAC-SHA256(key, id) hex when pseudonymizing.
+function _M.credential_id(id, conf)
+  if type(id) ~= "string" or id == "" then
+    return nil
+  end
+  if conf and conf.pseudonymize_credentials then
+    local key = conf.credential_hash_key
+    if type(key) ~= "string" or key == "" then
+      return nil -- refuse to send a clear id when the user asked for pseudonyms but gave no key
+    end
+    return "hmac-sha256:" .. digest.hmac_sha256_hex(key, id)
+  end
+  return id
+end
+
+--- The auth part.
+-- @param a {plugin, consumer, credential_id, success (bool), attempted (bool), status, message,
+--           gateway, jwt (claims table)}
+function _M.auth(a)
+  if not a.attempted then
+    return { method = a.plugin and reasons.method_of(a.plugin) or "none", outcome = "not_attempted",
+             plugin = a.plugin }
+  end
+  if a.success then
+    return {
+      method = reasons.method_of(a.plugin), outcome = "success", plugin = a.plugin,
+      consumer = a.consumer, credential_id = a.credential_id, jwt = a.jwt,
+    }
+  end
+  local reason, plugin_hint = reasons.classify(a.gateway, a.status, a.message)
+  local plugin = a.plugin or plugin_hint
+  local message = a.message
+  if type(message) == "string" and #message > _M.MESSAGE_MAX then
+    message = message:sub(1, _M.MESSAGE_MAX)
+  end
+  return {
+    method = reasons.method_of(plugin), outcome = "failure", plugin = plugin, consumer = a.consumer,
+    credential_id = a.credential_id, reason = reason, message = message, jwt = a.jwt,
+  }
+end
+
+--- The message of a JSON error body ({"message": "..."}), or the body's first line when it is not JSON.
+function _M.message_of_body(body)
+  if type(body) ~= "string" or body == "" then
+    return nil
+  end
+  local cjson = require("cjson.safe")
+  local t = cjson.decode(body)
+  if type(t) == "table" and type(t.message) == "string" then
+    return t.message
+  end
+  -- a truncated JSON body: pull the message string out by pattern
+  local m = body:match('"message"%s*:%s*"(.-[^\\])"')
+  if m then
+    return m
+  end
+  return nil
+end
+
+return _M

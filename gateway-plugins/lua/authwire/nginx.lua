@@ -1,0 +1,78 @@
+-- Reporter for a plain nginx + ngx_lua (or OpenResty) server: the gateway-neutral path that the APISIX
+-- and Kong adapters mirror. The application's own auth step (access_by_lua / rewrite_by_lua) records its
+-- outcome in ngx.ctx.authwire:
+--   ngx.ctx.authwire = { plugin = "key-auth", success = true, consumer = "alice", credential_id = "k1" }
+--   ngx.ctx.authwire = { plugin = "jwt-auth", success = false, message = "JWT token invalid" }
+-- (no ngx.ctx.authwire = the request did not authenticate). Then:
+--   body_filter_by_lua_block { require("authwire.nginx").body_filter() }   -- failure message capture
+--   log_by_lua_block { require("authwire.nginx").log(conf) }
+-- conf = reporter settings (authwire.reporter DEFAULTS) + gateway, node, include_user_agent,
+-- pseudonymize_credentials, credential_hash_key.
+local reporter = require("authwire.reporter")
+local event = require("authwire.event")
+local protobuf = require("authwire.protobuf")
+
+local ngx = ngx
+
+local _M = {}
+
+_M.BODY_CAPTURE_MAX = 1024 -- bytes of an error body kept to find the failure message
+
+--- Keep a bounded prefix of an error response body (status >= 400) in `store.body`.
+function _M.capture_body(store, status)
+  if status < 400 then
+    return
+  end
+  local chunk = ngx.arg[1]
+  local have = store.body or ""
+  if chunk and chunk ~= "" and #have < _M.BODY_CAPTURE_MAX then
+    store.body = have .. chunk:sub(1, _M.BODY_CAPTURE_MAX - #have)
+  end
+end
+
+function _M.body_filter()
+  local a = ngx.ctx.authwire
+  if a and not a.success then
+    _M.capture_body(a, ngx.status)
+  end
+end
+
+--- Build, encode and queue the event of the current request. Never raises; returns true when queued.
+function _M.log(conf)
+  local r = reporter.new(conf)
+  local ok, queued = pcall(function()
+    local ev = event.from_var(ngx.var, { gateway = conf.gateway or "other", node = conf.node,
+                                         version = conf.version,
+                                         include_user_agent = conf.include_user_agent })
+    local a = ngx.ctx.authwire
+    if a then
+      ev.auth = event.auth({
+        attempted = true, plugin = a.plugin, success = a.success, consumer = a.consumer,
+        credential_id = event.credential_id(a.credential_id, conf), status = ev.http.status,
+        message = a.message or event.message_of_body(a.body), gateway = conf.gateway, jwt = a.jwt,
+      })
+    else
+      ev.auth = event.auth({ attempted = false })
+    end
+    local bytes, err = protobuf.encode_auth_event(ev)
+    if not bytes then
+      r:inc("encode_errors", 1)
+      r:log_limited(ngx.ERR, "cannot encode event: ", err)
+      return false
+    end
+    return r:push(bytes)
+  end)
+  if not ok then
+    r:inc("encode_errors", 1)
+    r:log_limited(ngx.ERR, "cannot build event: ", queued)
+    return false
+  end
+  return queued
+end
+
+--- This worker's reporter counters (for a status endpoint).
+function _M.stats(conf)
+  return reporter.new(conf):stats()
+end
+
+return _M

@@ -1,0 +1,415 @@
+-- Protobuf wire encoding of authwire.v1 messages (AuthEvent, ReportRequest) and decoding of ReportResponse.
+--
+-- Why our own encoder: lua-protobuf ("pb") ships inside APISIX and Kong but not in Debian or plain
+-- OpenResty, and loading .proto files at run time would add a second code path. Our messages are few and
+-- fixed, so a field table per message keeps one path that runs everywhere; tests/gateway decodes its
+-- bytes with Python protobuf (the contract test) so any drift from protos/authwire/v1 fails CI.
+--
+-- Encoding follows proto3: scalar fields equal to their default (0, "", false) are omitted; a nested message
+-- is emitted when its table is present (even if empty). Strings must be UTF-8 (Python protobuf rejects
+-- anything else for proto3 `string`), so invalid bytes are replaced with U+FFFD instead of poisoning a batch.
+--
+-- 64-bit fields accept Lua numbers (exact up to 2^53), LuaJIT int64_t/uint64_t cdata and decimal strings.
+
+local ffi = require("ffi")
+local bit = require("bit")
+
+local band, bor, rshift = bit.band, bit.bor, bit.rshift
+local char, byte, concat = string.char, string.byte, table.concat
+local floor, type, tonumber, tostring = math.floor, type, tonumber, tostring
+local pairs, ipairs = pairs, ipairs
+local error = error
+
+local uint64_t = ffi.typeof("uint64_t")
+local int64_t = ffi.typeof("int64_t")
+
+local _M = {}
+
+-- wire types
+local VARINT, LEN = 0, 2
+
+local TWO53 = 9007199254740992
+
+local function varint_small(n)
+  -- n: non-negative integer-valued Lua number < 2^53
+  if n < 128 then
+    return char(n)
+  end
+  local out, i = {}, 0
+  while n >= 128 do
+    i = i + 1
+    out[i] = char(n % 128 + 128)
+    n = floor(n / 128)
+  end
+  out[i + 1] = char(n)
+  return concat(out)
+end
+
+local function varint_u64(x)
+  -- x: uint64_t cdata
+  local out, i = {}, 0
+  local c128 = 128ULL
+  while x >= c128 do
+    i = i + 1
+    out[i] = char(tonumber(x % c128) + 128)
+    x = x / c128
+  end
+  out[i + 1] = char(tonumber(x))
+  return concat(out)
+end
+
+local function parse_decimal(s, signed)
+  -- decimal string -> uint64_t (two's complement for negative signed values)
+  local neg = false
+  local digits = s
+  if signed and s:sub(1, 1) == "-" then
+    neg = true
+    digits = s:sub(2)
+  end
+  if digits == "" or digits:find("[^0-9]") then
+    error("not a decimal integer: " .. s, 0)
+  end
+  local v = 0ULL
+  for k = 1, #digits do
+    v = v * 10ULL + (byte(digits, k) - 48)
+  end
+  if neg then
+    v = ffi.cast(uint64_t, -ffi.cast(int64_t, v))
+  end
+  return v
+end
+
+-- Returns the varint bytes of an integer value, or nil when it is the proto3 default (zero).
+local function encode_integer(v, signed, name)
+  local t = type(v)
+  if t == "number" then
+    if v ~= floor(v) then
+      error(name .. ": not an integer: " .. tostring(v), 0)
+    end
+    if v == 0 then
+      return nil
+    end
+    if v > 0 then
+      if v < TWO53 then
+        return varint_small(v)
+      end
+      return varint_u64(ffi.cast(uint64_t, v))
+    end
+    if not signed then
+      error(name .. ": negative value for an unsigned field: " .. tostring(v), 0)
+    end
+    -- negative int32/int64: 10-byte two's complement varint, as protoc does
+    return varint_u64(ffi.cast(uint64_t, ffi.cast(int64_t, v)))
+  elseif t == "cdata" then
+    local u
+    if ffi.istype(int64_t, v) then
+      if not signed and v < 0 then
+        error(name .. ": negative value for an unsigned field", 0)
+      end
+      u = ffi.cast(uint64_t, v)
+    else
+      u = ffi.cast(uint64_t, v)
+    end
+    if u == 0ULL then
+      return nil
+    end
+    return varint_u64(u)
+  elseif t == "string" then
+    local u = parse_decimal(v, signed)
+    if u == 0ULL then
+      return nil
+    end
+    return varint_u64(u)
+  elseif t == "boolean" then
+    return v and "\1" or nil
+  end
+  error(name .. ": expected an integer, got " .. t, 0)
+end
+
+local REPLACEMENT = "\239\191\189" -- U+FFFD
+
+-- Replace every byte that is not part of a well-formed UTF-8 sequence with U+FFFD.
+local function to_utf8(s)
+  if not s:find("[\128-\255]") then
+    return s
+  end
+  local out, n = {}, 0
+  local i, len = 1, #s
+  while i <= len do
+    local c = byte(s, i)
+    local need, min
+    if c < 0x80 then
+      need = 0
+    elseif c >= 0xC2 and c <= 0xDF then
+      need, min = 1, 0x80
+    elseif c >= 0xE0 and c <= 0xEF then
+      need, min = 2, 0x800
+    elseif c >= 0xF0 and c <= 0xF4 then
+      need, min = 3, 0x10000
+    else
+      need = -1
+    end
+    local ok = need >= 0 and i + need <= len
+    if ok and need > 0 then
+      local cp = band(c, rshift(0x7F, need + 1))
+      for k = 1, need do
+        local cc = byte(s, i + k)
+        if band(cc, 0xC0) ~= 0x80 then
+          ok = false
+          break
+        end
+        cp = bor(cp * 64, band(cc, 0x3F))
+      end
+      if ok and (cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF)) then
+        ok = false
+      end
+    end
+    n = n + 1
+    if ok then
+      out[n] = s:sub(i, i + need)
+      i = i + need + 1
+    else
+      out[n] = REPLACEMENT
+      i = i + 1
+    end
+  end
+  return concat(out)
+end
+_M.to_utf8 = to_utf8
+
+local function key(field, wire)
+  return varint_small(field * 8 + wire)
+end
+
+local function len_field(field, payload)
+  return key(field, LEN) .. varint_small(#payload) .. payload
+end
+
+-- Message descriptions: list of {field number, name, kind[, submessage]} in field-number order.
+-- kinds: string, uint32, uint64, int32, int64, enum, message
+local S = {}
+
+S.Timestamp = { { 1, "seconds", "int64" }, { 2, "nanos", "int32" } }
+S.Duration = { { 1, "seconds", "int64" }, { 2, "nanos", "int32" } }
+S.Endpoint = { { 1, "ip", "string" }, { 2, "port", "uint32" } }
+S.Gateway = { { 1, "kind", "enum" }, { 2, "node", "string" }, { 3, "version", "string" } }
+S.HttpRequest = {
+  { 1, "method", "string" }, { 2, "host", "string" }, { 3, "path", "string" }, { 4, "status", "uint32" },
+  { 5, "user_agent", "string" }, { 6, "request_bytes", "uint64" }, { 7, "response_bytes", "uint64" },
+}
+S.JwtClaims = {
+  { 1, "iss", "string" }, { 2, "sub", "string" }, { 3, "aud", "string" }, { 4, "kid", "string" },
+  { 5, "exp", "int64" }, { 6, "iat", "int64" }, { 7, "jti_hash", "string" }, { 8, "alg", "string" },
+}
+S.Auth = {
+  { 1, "method", "enum" }, { 2, "outcome", "enum" }, { 3, "plugin", "string" }, { 4, "consumer", "string" },
+  { 5, "credential_id", "string" }, { 6, "reason", "enum" }, { 7, "message", "string" },
+  { 8, "jwt", "message", "JwtClaims" },
+}
+S.AuthEvent = {
+  { 1, "request_id", "string" }, { 2, "start_time", "message", "Timestamp" },
+  { 3, "latency", "message", "Duration" }, { 4, "gateway", "message", "Gateway" },
+  { 5, "client", "message", "Endpoint" }, { 6, "server", "message", "Endpoint" },
+  { 7, "forwarded_for", "string" }, { 8, "gateway_connection_id", "uint64" },
+  { 9, "connection_requests", "uint32" }, { 10, "http", "message", "HttpRequest" },
+  { 11, "route_id", "string" }, { 12, "service_id", "string" }, { 13, "auth", "message", "Auth" },
+}
+_M.schemas = S
+
+-- Enum names accepted in place of numbers (the proto's names without their prefix, lower case).
+local ENUMS = {
+  ["Gateway.kind"] = { unspecified = 0, apisix = 1, kong = 2, envoy = 3, other = 4 },
+  ["Auth.method"] = {
+    unspecified = 0, none = 1, jwt = 2, basic = 3, hmac = 4, key_auth = 5, oauth2 = 6, other = 7,
+  },
+  ["Auth.outcome"] = { unspecified = 0, not_attempted = 1, success = 2, failure = 3 },
+  ["Auth.reason"] = {
+    unspecified = 0, missing_credentials = 1, invalid_credentials = 2, expired = 3, bad_signature = 4,
+    unknown_key = 5, clock_skew = 6, forbidden = 7, other = 8,
+  },
+}
+_M.enums = ENUMS
+
+local U32_MAX = 4294967295
+local I32_MIN, I32_MAX = -2147483648, 2147483647
+
+local encode_message
+
+local function encode_field(msg_name, spec, v, path)
+  local field, name, kind, sub = spec[1], spec[2], spec[3], spec[4]
+  if kind == "string" then
+    if type(v) ~= "string" then
+      if type(v) == "number" then
+        v = tostring(v)
+      else
+        error(path .. ": expected a string, got " .. type(v), 0)
+      end
+    end
+    if v == "" then
+      return nil
+    end
+    return len_field(field, to_utf8(v))
+  elseif kind == "message" then
+    if type(v) ~= "table" then
+      error(path .. ": expected a table, got " .. type(v), 0)
+    end
+    return len_field(field, encode_message(sub, v, path))
+  elseif kind == "enum" then
+    if type(v) == "string" then
+      local n = ENUMS[msg_name .. "." .. name][v]
+      if not n then
+        error(path .. ": unknown enum value " .. v, 0)
+      end
+      v = n
+    end
+    local b = encode_integer(v, true, path)
+    return b and key(field, VARINT) .. b or nil
+  else
+    if type(v) == "number" then
+      if kind == "uint32" and (v < 0 or v > U32_MAX) then
+        error(path .. ": out of range for uint32: " .. tostring(v), 0)
+      elseif kind == "int32" and (v < I32_MIN or v > I32_MAX) then
+        error(path .. ": out of range for int32: " .. tostring(v), 0)
+      end
+    end
+    local b = encode_integer(v, kind == "int32" or kind == "int64", path)
+    return b and key(field, VARINT) .. b or nil
+  end
+end
+
+function encode_message(msg_name, t, prefix)
+  local specs = S[msg_name]
+  local out, n = {}, 0
+  for _, spec in ipairs(specs) do
+    local v = t[spec[2]]
+    -- cjson.null / ngx.null (lightuserdata) mean absent
+    if v ~= nil and type(v) ~= "userdata" then
+      local path = prefix and (prefix .. "." .. spec[2]) or spec[2]
+      local b = encode_field(msg_name, spec, v, path)
+      if b then
+        n = n + 1
+        out[n] = b
+      end
+    end
+  end
+  return concat(out)
+end
+
+--- Encode one AuthEvent table (field names as in auth_event.proto). Errors name the bad field.
+-- @return bytes, or nil and an error message
+function _M.encode_auth_event(ev)
+  local ok, res = pcall(encode_message, "AuthEvent", ev, nil)
+  if not ok then
+    return nil, res
+  end
+  return res
+end
+
+--- Encode any described message (for tests and tools).
+function _M.encode(msg_name, t)
+  if not S[msg_name] then
+    return nil, "unknown message " .. tostring(msg_name)
+  end
+  local ok, res = pcall(encode_message, msg_name, t, nil)
+  if not ok then
+    return nil, res
+  end
+  return res
+end
+
+--- ReportRequest from already-encoded AuthEvent byte strings (events = field 1, repeated).
+function _M.encode_report_request(encoded_events)
+  local out = {}
+  for i, e in ipairs(encoded_events) do
+    out[i] = len_field(1, e)
+  end
+  return concat(out)
+end
+
+-- Minimal decoder for the sidecar's reply: ReportResponse {accepted = 1; repeated Rejection rejections = 2}
+-- with Rejection {index = 1; field = 2; reason = 3}. Unknown fields are skipped, as protobuf requires.
+local function read_varint(s, pos)
+  local result, shift = 0, 0
+  while true do
+    local b = byte(s, pos)
+    if not b then
+      return nil, "truncated varint"
+    end
+    pos = pos + 1
+    if shift < 53 then
+      result = result + (b % 128) * 2 ^ shift
+    end
+    if b < 128 then
+      return result, pos
+    end
+    shift = shift + 7
+    if shift > 63 then
+      return nil, "varint too long"
+    end
+  end
+end
+
+local function each_field(s, fn)
+  local pos, len = 1, #s
+  while pos <= len do
+    local k, p = read_varint(s, pos)
+    if not k then
+      return nil, p
+    end
+    local field, wire = floor(k / 8), k % 8
+    pos = p
+    if wire == VARINT then
+      local v
+      v, pos = read_varint(s, pos)
+      if not v then
+        return nil, pos
+      end
+      fn(field, v)
+    elseif wire == LEN then
+      local l
+      l, pos = read_varint(s, pos)
+      if not l then
+        return nil, pos
+      end
+      if pos + l - 1 > len then
+        return nil, "truncated field " .. field
+      end
+      fn(field, s:sub(pos, pos + l - 1))
+      pos = pos + l
+    elseif wire == 1 then
+      pos = pos + 8
+    elseif wire == 5 then
+      pos = pos + 4
+    else
+      return nil, "unsupported wire type " .. wire
+    end
+  end
+  return true
+end
+
+function _M.decode_report_response(s)
+  local resp = { accepted = 0, rejections = {} }
+  local ok, err = each_field(s, function(field, v)
+    if field == 1 and type(v) == "number" then
+      resp.accepted = v
+    elseif field == 2 and type(v) == "string" then
+      local rej = { index = 0, field = "", reason = "" }
+      each_field(v, function(f2, v2)
+        if f2 == 1 and type(v2) == "number" then
+          rej.index = v2
+        elseif f2 == 2 and type(v2) == "string" then
+          rej.field = v2
+        elseif f2 == 3 and type(v2) == "string" then
+          rej.reason = v2
+        end
+      end)
+      resp.rejections[#resp.rejections + 1] = rej
+    end
+  end)
+  if not ok then
+    return nil, err
+  end
+  return resp
+end
+
+return _M

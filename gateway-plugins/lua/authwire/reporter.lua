@@ -1,0 +1,211 @@
+-- Per-worker bounded queue of encoded AuthEvents, shipped in batches to the sidecar from ngx.timer only.
+--
+-- push() is all the request path does: O(1), no I/O, never blocks; when the queue is full the event is
+-- dropped and counted (a sidecar outage must never slow or break a request, nor grow memory without bound).
+-- A timer drains the queue: batch -> grpc_web_client.report(); on failure it retries with exponential
+-- backoff for up to max_retry_time, then drops the batch (counted). Errors are logged at most once per
+-- log_interval so an outage cannot flood the error log; the first success after an outage logs once.
+--
+-- Counters live in the reporter (stats()) and, when conf.stats_dict names a lua_shared_dict, are mirrored
+-- there so any worker (or a status endpoint) can read the totals of all workers.
+local client = require("authwire.grpc_web_client")
+
+local timer_at, now, sleep, log = ngx.timer.at, ngx.now, ngx.sleep, ngx.log
+local ERR, WARN, NOTICE = ngx.ERR, ngx.WARN, ngx.NOTICE
+local worker_exiting = ngx.worker.exiting
+local min, setmetatable = math.min, setmetatable
+
+local _M = {}
+local mt = { __index = _M }
+
+local DEFAULTS = {
+  sidecar = "127.0.0.1:9181",
+  connect_timeout = 1000, -- ms
+  send_timeout = 2000,    -- ms
+  read_timeout = 5000,    -- ms
+  keepalive_timeout = 60000, -- ms; below aiohttp's 75 s idle close so we rarely meet a closed socket
+  keepalive_pool = 4,
+  batch_max_size = 200,
+  flush_interval = 0.05,  -- s: how long the first event of a batch may wait for company
+  queue_max = 10000,      -- events waiting per worker; beyond it new events are dropped and counted
+  initial_retry_delay = 0.1, -- s, doubled per retry
+  max_retry_delay = 5,    -- s
+  max_retry_time = 30,    -- s a batch is retried before it is dropped (counted)
+  log_interval = 10,      -- s between two error-log lines about the same outage
+}
+_M.DEFAULTS = DEFAULTS
+
+local COUNTERS = { "pushed", "sent", "rejected", "dropped_queue_full", "dropped_send_failed", "send_errors",
+                   "timer_errors", "encode_errors" }
+
+local instances = {}
+
+--- A reporter for `conf` (one per worker per name; later calls return the same one).
+function _M.new(conf)
+  conf = conf or {}
+  local name = conf.name or conf.sidecar or DEFAULTS.sidecar
+  local self = instances[name]
+  if self then
+    return self
+  end
+  local c = {}
+  for k, v in pairs(DEFAULTS) do
+    c[k] = v
+  end
+  for k, v in pairs(conf) do
+    c[k] = v
+  end
+  self = setmetatable({
+    conf = c, name = name,
+    q = {}, head = 1, tail = 0, -- events are q[head..tail]
+    running = false, scheduled = false,
+    failing = false, last_log = -1e9, suppressed = 0,
+    stats_dict = c.stats_dict and ngx.shared[c.stats_dict] or nil,
+    counters = {},
+  }, mt)
+  for _, k in ipairs(COUNTERS) do
+    self.counters[k] = 0
+  end
+  instances[name] = self
+  return self
+end
+
+function _M:count()
+  return self.tail - self.head + 1
+end
+
+function _M:inc(name, n)
+  self.counters[name] = self.counters[name] + n
+  local d = self.stats_dict
+  if d then
+    d:incr("authwire:" .. name, n, 0)
+  end
+end
+
+-- Rate-limited error log: at most one line per log_interval; says how many were held back.
+function _M:log_limited(level, ...)
+  local t = now()
+  if t - self.last_log < self.conf.log_interval then
+    self.suppressed = self.suppressed + 1
+    return
+  end
+  local held = self.suppressed
+  self.last_log, self.suppressed = t, 0
+  log(level, "authwire reporter [", self.name, "]: ", ...)
+  if held > 0 then
+    log(level, "authwire reporter [", self.name, "]: ", held, " similar messages suppressed")
+  end
+end
+
+local flush
+
+local function schedule(self, delay)
+  if self.scheduled or self.running then
+    return
+  end
+  local ok, err = timer_at(delay, flush, self)
+  if not ok then
+    self:inc("timer_errors", 1)
+    self:log_limited(ERR, "cannot create flush timer: ", err)
+    return
+  end
+  self.scheduled = true
+end
+
+--- Queue one encoded AuthEvent. Returns true, or false when it was dropped (queue full).
+function _M:push(encoded)
+  if self.tail - self.head + 1 >= self.conf.queue_max then
+    self:inc("dropped_queue_full", 1)
+    self:log_limited(WARN, "queue full (", self.conf.queue_max, " events), dropping new events")
+    return false
+  end
+  self.tail = self.tail + 1
+  self.q[self.tail] = encoded
+  self:inc("pushed", 1)
+  schedule(self, self:count() >= self.conf.batch_max_size and 0 or self.conf.flush_interval)
+  return true
+end
+
+local function take(self)
+  local n = min(self:count(), self.conf.batch_max_size)
+  local batch = {}
+  for i = 1, n do
+    batch[i] = self.q[self.head + i - 1]
+    self.q[self.head + i - 1] = nil
+  end
+  self.head = self.head + n
+  if self.head > self.tail then
+    self.head, self.tail = 1, 0
+  end
+  return batch
+end
+
+local function send_with_retry(self, batch, exiting)
+  local conf = self.conf
+  local started = now()
+  local attempt = 0
+  while true do
+    local resp, err = client.report(conf, batch)
+    if resp then
+      self:inc("sent", resp.accepted)
+      local nrej = #resp.rejections
+      if nrej > 0 then
+        self:inc("rejected", nrej)
+        local r = resp.rejections[1]
+        self:log_limited(WARN, "sidecar rejected ", nrej, " of ", #batch, " events; first: #", r.index,
+                         " ", r.field, ": ", r.reason)
+      end
+      if self.failing then
+        self.failing = false
+        log(NOTICE, "authwire reporter [", self.name, "]: reporting resumed")
+      end
+      return true
+    end
+    self:inc("send_errors", 1)
+    self.failing = true
+    if exiting or now() - started >= conf.max_retry_time then
+      self:inc("dropped_send_failed", #batch)
+      self:log_limited(ERR, "dropping ", #batch, " events after ", attempt + 1, " attempts: ", err)
+      return false
+    end
+    self:log_limited(ERR, "sending to sidecar failed (will retry with backoff): ", err)
+    sleep(min(conf.max_retry_delay, conf.initial_retry_delay * 2 ^ attempt))
+    attempt = attempt + 1
+    if worker_exiting() then
+      exiting = true
+    end
+  end
+end
+
+function flush(premature, self)
+  self.scheduled = false
+  if self.running then
+    return
+  end
+  self.running = true
+  -- on worker exit (premature) try once to ship what is queued, without retries
+  local ok, err = pcall(function()
+    while self:count() > 0 do
+      send_with_retry(self, take(self), premature or worker_exiting())
+    end
+  end)
+  self.running = false
+  if not ok then
+    self:log_limited(ERR, "flush failed: ", err)
+  end
+  if self:count() > 0 and not premature then
+    schedule(self, 0)
+  end
+end
+
+--- Counters of this worker's reporter, plus the current queue length.
+function _M:stats()
+  local s = { queued = self:count() }
+  for k, v in pairs(self.counters) do
+    s[k] = v
+  end
+  s.dropped = s.dropped_queue_full + s.dropped_send_failed
+  return s
+end
+
+return _M
