@@ -1,29 +1,283 @@
 """Join: attach to each AuthEvent the kernel's facts about the TCP connection it arrived on.
 
-Without a kernel inspector every record is JOIN_STATUS_INSPECTOR_OFF.
+Rule (first match wins, connections of the report's 4-tuple, newest SYN first):
+
+1. No kernel inspector -> JOIN_STATUS_INSPECTOR_OFF, no connection.
+2. EXACT: the newest connection whose SYN is at or before the request start and which was open then
+   (not closed, or closed at/after the start). Closed connections stay candidates for the table's grace
+   period, so reports sent after the connection ended ("late reports") still join. A connection seen
+   mid-stream (its SYN predates the inspector) is taken as open since before any request on it.
+   A start time in whole milliseconds (nginx's clock) may precede its connection's SYN by up to 1 ms:
+   for such times only, a connection whose SYN is within 1 ms after the start is taken when nothing
+   matches exactly.
+   A connection to which reports with a different gateway connection id (AuthEvent.gateway_connection_id,
+   same gateway node) were already joined is skipped: the gateway itself says it is another connection.
+3. Otherwise the report waits, at most `wait` seconds, for the kernel's event about its tuple: the
+   connection table calls us back (add_listener, from its poller thread) and the check above is redone.
+   The wait only ever ends in a connection that satisfies rule 2, so a report that raced ahead of the
+   kernel is never joined to an OLDER connection that used the same tuple (port reuse): that one was
+   closed before the new SYN, hence before the request started.
+4. Still nothing -> JOIN_STATUS_NO_CONNECTION, no connection.
+
+Addresses are compared in canonical text, IPv4-mapped IPv6 (::ffff:a.b.c.d) as plain IPv4, because
+dual-stack gateways report v4 peers that way while the kernel sees IPv4 packets.
+
+Enrichment (record.proto Join):
+- behind_proxy: forwarded_for is set. The kernel facts then describe the TCP peer (the proxy or load
+  balancer), never the client named in forwarded_for, which stays in the event.
+- connection_age: request start - SYN time (0 when the SYN was not seen).
+- kernel_request_index: this report's number (from 1) among the reports joined to that connection uid by
+  this sidecar, in join order. Tracked for the newest MAX_TRACKED connections only (LRU): a connection
+  that falls out starts again at 1 (counted as join.index_forgotten).
+- waited: time the report spent waiting for the kernel (rule 3).
+- kernel_events_lost: events the inspector lost (ConnectionTable.events_lost(): ring-buffer reserve
+  failures, parse errors, flow evictions) in the window that could have affected this record: for EXACT,
+  from the connection's SYN to the join; otherwise from LOST_LOOKBACK_S before the request start to the
+  join. The cumulative counter is sampled at most every SAMPLE_INTERVAL_S and the sample at or before
+  the window start is used, so the figure can only over-count (never hides a loss); windows older than
+  the kept history (LOST_HISTORY_S) start at the oldest sample.
+- The connection is a snapshot as of the join: counters, state and close time as the table had them,
+  the SYN annotated by authwire.fingerprint and the Community ID filled in if the table left it empty.
+
+Counters: ("join", <status name>) per join; ("join.waited", "") reports that had to wait;
+("join.gateway_conn_mismatch", "") candidates skipped by the gateway-connection-id rule.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import functools
+import time
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 
+import communityid
+
+from authwire import fingerprint
 from authwire.counters import Counters
 from authwire.v1 import auth_event_pb2, connection_pb2, record_pb2
+from authwire.validate import normalize_ip
+
+MAX_TRACKED = 262_144  # connections whose report count and gateway connection id are remembered
+SAMPLE_INTERVAL_S = 0.05
+LOST_HISTORY_S = 600.0
+LOST_LOOKBACK_S = 60.0
+MS_SLACK_NS = 1_000_000
+
+Key = tuple[str, int, str, int]
+JoinResult = tuple[connection_pb2.Connection | None, record_pb2.Join]
+
+_COMMUNITY_ID = communityid.CommunityID()
+
+
+@functools.lru_cache(maxsize=65_536)
+def canonical_ip(text: str) -> str:
+    """Canonical text, IPv4-mapped IPv6 as IPv4; text that is no IP is returned as is (never matches)."""
+    try:
+        return normalize_ip(text)
+    except ValueError:
+        return text
+
+
+def community_id(client_ip: str, client_port: int, server_ip: str, server_port: int) -> str:
+    """Community ID v1 (seed 0, base64) of a TCP flow, by the `communityid` reference implementation."""
+    tpl = communityid.FlowTuple.make_tcp(client_ip, server_ip, client_port, server_port)
+    return _COMMUNITY_ID.calc(tpl) or ""
+
+
+def _ns(ts) -> int:
+    return ts.seconds * 1_000_000_000 + ts.nanos
+
+
+def _conn_key(conn: connection_pb2.Connection) -> Key:
+    return (canonical_ip(conn.client.ip), conn.client.port, canonical_ip(conn.server.ip), conn.server.port)
+
+
+class _LostHistory:
+    """Samples of the table's cumulative events_lost() over wall-clock time, to answer 'lost since t'."""
+
+    def __init__(self, read) -> None:
+        self._read = read
+        self._times: deque[int] = deque()
+        self._values: deque[int] = deque()
+
+    def sample(self, now_ns: int) -> int:
+        if self._times and now_ns - self._times[-1] < SAMPLE_INTERVAL_S * 1e9:
+            return self._values[-1]
+        value = int(self._read())
+        self._times.append(now_ns)
+        self._values.append(value)
+        horizon = now_ns - int(LOST_HISTORY_S * 1e9)
+        while len(self._times) > 1 and self._times[1] <= horizon:
+            self._times.popleft()
+            self._values.popleft()
+        return value
+
+    def lost_since(self, since_ns: int, now_ns: int) -> int:
+        now_value = self.sample(now_ns)
+        i = bisect.bisect_right(self._times, since_ns) - 1
+        base = self._values[max(i, 0)]
+        return max(now_value - base, 0)
+
+
+class _Tracked:
+    __slots__ = ("reports", "gateway")
+
+    def __init__(self) -> None:
+        self.reports = 0
+        self.gateway: tuple[str, int] | None = None  # (gateway node, gateway connection id) of its reports
 
 
 class Joiner:
+    """Joins AuthEvents to connections of a ConnectionTable (None = no inspector: INSPECTOR_OFF)."""
+
     def __init__(self, table, wait: float, counters: Counters) -> None:
         self.table = table
-        self.wait = wait
+        self.wait = max(float(wait), 0.0)
         self.counters = counters
+        self._tracked: OrderedDict[str, _Tracked] = OrderedDict()
+        self._waiters: dict[Key, set[asyncio.Event]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lost = _LostHistory(table.events_lost) if table is not None else None
 
-    async def join(self, event: auth_event_pb2.AuthEvent) -> tuple[connection_pb2.Connection | None,
-                                                                    record_pb2.Join]:
-        join = record_pb2.Join(status=record_pb2.JOIN_STATUS_INSPECTOR_OFF, behind_proxy=bool(event.forwarded_for))
-        self.counters.inc("join", "INSPECTOR_OFF")
-        return None, join
+    # -- kernel side: woken from the table's poller thread ---------------------------------------------
 
-    async def join_batch(self, events: Sequence[auth_event_pb2.AuthEvent]) -> list[
-            tuple[connection_pb2.Connection | None, record_pb2.Join]]:
+    def _ensure_listener(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self.table.add_listener(self._on_connection)
+
+    def _on_connection(self, conn: connection_pb2.Connection) -> None:
+        """Poller thread. Cheap when nobody waits: one dict truth test."""
+        if not self._waiters:
+            return
+        key = _conn_key(conn)
+        if key in self._waiters and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._wake, key)
+            except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
+                pass
+
+    def _wake(self, key: Key) -> None:
+        for waiter in self._waiters.get(key, ()):
+            waiter.set()
+
+    # -- selection -------------------------------------------------------------------------------------
+
+    def _select(self, key: Key, start_ns: int, gateway: tuple[str, int] | None) -> connection_pb2.Connection | None:
+        # Gateways on nginx report start times truncated to the millisecond (ngx.req.start_time()), which
+        # can put the start of a connection's first request up to 1 ms BEFORE its SYN. For such times a
+        # connection whose SYN falls in (start, start + 1 ms] is accepted, but only when no connection
+        # matches exactly; precise (sub-ms) times get no slack at all.
+        slack = MS_SLACK_NS if start_ns % 1_000_000 == 0 else 0
+        fallback = None
+        for conn in self.table.candidates(*key):
+            if conn.HasField("syn_time") and not conn.mid_stream and _ns(conn.syn_time) > start_ns:
+                # Opened after the request started: a later connection on this tuple.
+                if fallback is None and _ns(conn.syn_time) <= start_ns + slack and self._same_gateway(conn, gateway):
+                    fallback = conn
+                continue
+            if conn.HasField("close_time") and _ns(conn.close_time) < start_ns:
+                # Closed before the request started. Candidates are newest first, so every older one
+                # closed even earlier: none of them can be this request's connection.
+                break
+            if not self._same_gateway(conn, gateway):
+                continue
+            return conn
+        return fallback
+
+    def _same_gateway(self, conn: connection_pb2.Connection, gateway: tuple[str, int] | None) -> bool:
+        """False when reports from another gateway connection were already joined to conn."""
+        if gateway is None:
+            return True
+        tracked = self._tracked.get(conn.uid)
+        if tracked is None or tracked.gateway is None or tracked.gateway == gateway:
+            return True
+        self.counters.inc("join.gateway_conn_mismatch")
+        return False
+
+    async def join(self, event: auth_event_pb2.AuthEvent) -> JoinResult:
+        join = record_pb2.Join(behind_proxy=bool(event.forwarded_for))
+        if self.table is None:
+            join.status = record_pb2.JOIN_STATUS_INSPECTOR_OFF
+            self.counters.inc("join", "INSPECTOR_OFF")
+            return None, join
+        self._ensure_listener()
+        key = (canonical_ip(event.client.ip), event.client.port, canonical_ip(event.server.ip), event.server.port)
+        start_ns = _ns(event.start_time)
+        gateway = (event.gateway.node, event.gateway_connection_id) if event.gateway_connection_id else None
+
+        began = time.monotonic()
+        conn = self._select(key, start_ns, gateway)
+        if conn is None and self.wait > 0:
+            conn = await self._wait_for(key, start_ns, gateway, began + self.wait)
+            self.counters.inc("join.waited")
+        waited = time.monotonic() - began
+        if waited > 0.0005:
+            join.waited.FromNanoseconds(int(waited * 1e9))
+
+        now_ns = time.time_ns()
+        if conn is None:
+            join.status = record_pb2.JOIN_STATUS_NO_CONNECTION
+            join.kernel_events_lost = self._lost.lost_since(start_ns - int(LOST_LOOKBACK_S * 1e9), now_ns)
+            self.counters.inc("join", "NO_CONNECTION")
+            return None, join
+
+        snapshot = connection_pb2.Connection()
+        snapshot.CopyFrom(conn)
+        if snapshot.syn.ip_version and not snapshot.syn.signature:
+            fingerprint.annotate(snapshot.syn)
+        if not snapshot.community_id:
+            snapshot.community_id = community_id(
+                snapshot.client.ip, snapshot.client.port, snapshot.server.ip, snapshot.server.port)
+        syn_ns = _ns(snapshot.syn_time) if snapshot.HasField("syn_time") and not snapshot.mid_stream else 0
+        if syn_ns:
+            join.connection_age.FromNanoseconds(max(start_ns - syn_ns, 0))
+        join.status = record_pb2.JOIN_STATUS_EXACT
+        join.kernel_request_index = self._count_report(snapshot.uid, gateway)
+        join.kernel_events_lost = self._lost.lost_since(syn_ns or start_ns, now_ns)
+        self.counters.inc("join", "EXACT")
+        return snapshot, join
+
+    async def _wait_for(self, key: Key, start_ns: int, gateway: tuple[str, int] | None,
+                        deadline: float) -> connection_pb2.Connection | None:
+        waiter = asyncio.Event()
+        self._waiters.setdefault(key, set()).add(waiter)
+        try:
+            while True:
+                # Clear, then re-check: a wake-up that arrives after the check sets the event again, so
+                # none is lost (the callback runs on this loop, never between these two lines).
+                waiter.clear()
+                conn = self._select(key, start_ns, gateway)
+                remaining = deadline - time.monotonic()
+                if conn is not None or remaining <= 0:
+                    return conn
+                try:
+                    await asyncio.wait_for(waiter.wait(), remaining)
+                except TimeoutError:
+                    return self._select(key, start_ns, gateway)
+        finally:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[key]
+
+    def _count_report(self, uid: str, gateway: tuple[str, int] | None) -> int:
+        tracked = self._tracked.get(uid)
+        if tracked is None:
+            tracked = self._tracked[uid] = _Tracked()
+            if len(self._tracked) > MAX_TRACKED:
+                self._tracked.popitem(last=False)
+                self.counters.inc("join.index_forgotten")
+        else:
+            self._tracked.move_to_end(uid)
+        tracked.reports += 1
+        if tracked.gateway is None and gateway is not None:
+            tracked.gateway = gateway
+        return tracked.reports
+
+    async def join_batch(self, events: Sequence[auth_event_pb2.AuthEvent]) -> list[JoinResult]:
+        """Join concurrently: one early report's wait never holds up the others of its batch."""
         return list(await asyncio.gather(*(self.join(e) for e in events)))
