@@ -155,3 +155,25 @@ def start_sidecar(tmp_path: Path, *extra_args: str, db: Path | None = None, netn
         sidecar.kill()
         raise
     return sidecar
+
+
+def auth_event(request_id: str, client: tuple[str, int] = ("192.0.2.10", 40000),
+               server: tuple[str, int] = ("192.0.2.1", 443), start: float | None = None, **auth):
+    """A well-formed AuthEvent (JWT success unless auth fields say otherwise)."""
+    from authwire.v1 import auth_event_pb2 as pb
+
+    event = pb.AuthEvent(
+        request_id=request_id,
+        client=pb.Endpoint(ip=client[0], port=client[1]),
+        server=pb.Endpoint(ip=server[0], port=server[1]),
+        gateway=pb.Gateway(kind=pb.GATEWAY_KIND_APISIX, node="gw-1", version="3.18.0"),
+        http=pb.HttpRequest(method="GET", host="api.example", path="/orders", status=200, user_agent="curl/8"),
+        route_id="orders",
+        auth=pb.Auth(method=pb.AUTH_METHOD_JWT, outcome=pb.AUTH_OUTCOME_SUCCESS, plugin="jwt-auth",
+                     consumer="alice", credential_id="key-alice"),
+    )
+    for key, value in auth.items():
+        setattr(event.auth, key, value)
+    event.start_time.FromNanoseconds(int((time.time() if start is None else start) * 1e9))
+    event.latency.FromMilliseconds(3)
+    return event

@@ -12,7 +12,7 @@ from authwire.v1 import record_pb2
 
 
 class JsonlSink:
-    """Appends to PATH; at max_bytes renames PATH -> PATH.1 -> ... PATH.keep (oldest dropped)."""
+    """Appends to PATH; before it would pass max_bytes renames PATH -> PATH.1 -> ... PATH.keep (oldest dropped)."""
 
     def __init__(self, path: str | os.PathLike, max_bytes: int, keep: int) -> None:
         self.path = Path(path)
@@ -22,12 +22,20 @@ class JsonlSink:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the run
 
     def write(self, records: Sequence[record_pb2.EnrichedRecord]) -> None:
-        lines = "".join(json.dumps(to_dict(r), ensure_ascii=False, separators=(",", ":")) + "\n"
-                        for r in records)
-        self._file.write(lines)
+        chunk: list[str] = []
+        size = self._file.tell()
+        for record in records:
+            line = json.dumps(to_dict(record), ensure_ascii=False, separators=(",", ":")) + "\n"
+            n = len(line.encode())
+            if self.max_bytes and size and size + n > self.max_bytes:  # never split a line across files
+                self._file.write("".join(chunk))
+                chunk = []
+                self._rotate()
+                size = 0
+            chunk.append(line)
+            size += n
+        self._file.write("".join(chunk))
         self._file.flush()
-        if self.max_bytes and self._file.tell() >= self.max_bytes:
-            self._rotate()
 
     def _rotate(self) -> None:
         self._file.close()
