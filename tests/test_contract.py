@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import importlib.util
+import json
 from pathlib import Path
 
 from authwire.records import from_json, to_dict
@@ -39,7 +40,8 @@ def test_enriched_record_round_trips_binary_and_json():
         event=auth_event_pb2.AuthEvent(
             request_id="r-ü-1", client=auth_event_pb2.Endpoint(ip="2001:db8::1", port=51000),
             gateway_connection_id=2**63 + 5,
-            auth=auth_event_pb2.Auth(method=auth_event_pb2.AUTH_METHOD_HMAC, outcome=auth_event_pb2.AUTH_OUTCOME_FAILURE,
+            auth=auth_event_pb2.Auth(method=auth_event_pb2.AUTH_METHOD_HMAC,
+                                     outcome=auth_event_pb2.AUTH_OUTCOME_FAILURE,
                                      reason=auth_event_pb2.FAILURE_REASON_CLOCK_SKEW,
                                      jwt=auth_event_pb2.JwtClaims(exp=-1, iat=2**40))),
         connection=connection_pb2.Connection(
@@ -53,5 +55,4 @@ def test_enriched_record_round_trips_binary_and_json():
     assert as_json["event"]["auth"]["reason"] == "FAILURE_REASON_CLOCK_SKEW"
     assert as_json["event"]["gateway_connection_id"] == str(2**63 + 5)
     assert as_json["connection"]["syn"]["window_scale"] == -1
-    import json
     assert from_json(json.dumps(as_json), record_pb2.EnrichedRecord()) == record
