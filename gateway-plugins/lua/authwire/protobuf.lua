@@ -58,7 +58,7 @@ local function varint_u64(x)
   return concat(out)
 end
 
-local function parse_decimal(s, signed)
+local function parse_decimal(s, signed, name)
   -- decimal string -> uint64_t (two's complement for negative signed values)
   local neg = false
   local digits = s
@@ -67,7 +67,7 @@ local function parse_decimal(s, signed)
     digits = s:sub(2)
   end
   if digits == "" or digits:find("[^0-9]") then
-    error("not a decimal integer: " .. s, 0)
+    error(name .. ": not a decimal integer: " .. s, 0)
   end
   local v = 0ULL
   for k = 1, #digits do
@@ -115,7 +115,7 @@ local function encode_integer(v, signed, name)
     end
     return varint_u64(u)
   elseif t == "string" then
-    local u = parse_decimal(v, signed)
+    local u = parse_decimal(v, signed, name)
     if u == 0ULL then
       return nil
     end
