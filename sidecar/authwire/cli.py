@@ -255,14 +255,17 @@ def cmd_query(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_tail(args: argparse.Namespace, out: TextIO) -> int:
     stub = query_pb2_grpc.QueryStub(_channel(args.server))
     filters = filters_from_args(args)
-    recent = stub.Query(query_pb2.QueryRequest(filters=filters, limit=args.lines), timeout=60).records
-    render.records(list(reversed(recent)), args.format, out)
     if not args.follow:
+        recent = stub.Query(query_pb2.QueryRequest(filters=filters, limit=args.lines), timeout=60).records
+        render.records(list(reversed(recent)), args.format, out)
         return 0
-    stream = stub.Tail(query_pb2.TailRequest(filters=filters))
+    # One Tail call returns the backlog and then new records, with no gap and no repeat between them.
+    stream = stub.Tail(query_pb2.TailRequest(filters=filters, backlog=args.lines))
+    first = True
     try:
         for record in stream:
-            render.records([record], args.format, out, header=False)
+            render.records([record], args.format, out, header=first)
+            first = False
     except KeyboardInterrupt:
         stream.cancel()
     return 0

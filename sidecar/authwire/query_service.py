@@ -42,8 +42,9 @@ class QueryService(query_pb2_grpc.QueryServicer):
             last_id = await asyncio.to_thread(self.store.max_id)
             if request.backlog:
                 recent = await asyncio.to_thread(self.store.query, request.filters, request.backlog)
-                for record in reversed(recent.records):
-                    yield record
+                for row_id, record in reversed(list(zip(recent.ids, recent.records, strict=True))):
+                    if row_id <= last_id:  # newer ones come from the follow loop below, exactly once
+                        yield record
             while not context.done():
                 # Tail re-reads the store by id rather than filtering what the writer hands over, so there
                 # is one implementation of the filters (SQL).

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from authwire.records import short_enum
@@ -151,6 +151,7 @@ class QueryResult:
     next_page_token: str
     groups: list[query_pb2.Group]
     last_id: int = 0
+    ids: list[int] = field(default_factory=list)  # store row ids of records, same order
 
 
 class Store:
@@ -259,7 +260,7 @@ class Store:
             rows = db.execute(f"SELECT id, time_ns, record FROM records {clause} ORDER BY id LIMIT ?",
                               (*params, after_id, through_id, limit)).fetchall()
             last = rows[-1][0] if len(rows) == limit else through_id
-            return QueryResult([_parse(r[2]) for r in rows], "", [], last)
+            return QueryResult([_parse(r[2]) for r in rows], "", [], last, [r[0] for r in rows])
         if page_token:
             t, i = _decode_token(page_token)
             where = f"{where} {'AND' if where else 'WHERE'} (time_ns, id) < (?, ?)"
@@ -270,7 +271,7 @@ class Store:
         if len(rows) > limit:
             rows = rows[:limit]
             token = _encode_token(rows[-1][1], rows[-1][0])
-        return QueryResult([_parse(r[2]) for r in rows], token, [])
+        return QueryResult([_parse(r[2]) for r in rows], token, [], 0, [r[0] for r in rows])
 
 
 def _parse(blob: bytes) -> record_pb2.EnrichedRecord:
