@@ -83,23 +83,25 @@ class SynFingerprint(_message.Message):
     def __init__(self, ttl: _Optional[int] = ..., df: _Optional[bool] = ..., ip_id: _Optional[int] = ..., ecn: _Optional[int] = ..., tcp_ecn: _Optional[bool] = ..., window: _Optional[int] = ..., option_kinds: _Optional[_Iterable[int]] = ..., mss: _Optional[int] = ..., window_scale: _Optional[int] = ..., sack_permitted: _Optional[bool] = ..., timestamps: _Optional[bool] = ..., ip_version: _Optional[int] = ..., ip_options_len: _Optional[int] = ..., payload_bytes: _Optional[int] = ..., ts_val: _Optional[int] = ..., initial_ttl: _Optional[int] = ..., hop_distance: _Optional[int] = ..., signature: _Optional[str] = ..., os_hint: _Optional[str] = ...) -> None: ...
 
 class DirectionCounters(_message.Message):
-    __slots__ = ("packets", "bytes", "retransmits", "zero_windows", "rsts", "fins")
+    __slots__ = ("packets", "bytes", "retransmits", "zero_windows", "rsts", "fins", "stack_retransmits")
     PACKETS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     RETRANSMITS_FIELD_NUMBER: _ClassVar[int]
     ZERO_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     RSTS_FIELD_NUMBER: _ClassVar[int]
     FINS_FIELD_NUMBER: _ClassVar[int]
+    STACK_RETRANSMITS_FIELD_NUMBER: _ClassVar[int]
     packets: int
     bytes: int
     retransmits: int
     zero_windows: int
     rsts: int
     fins: int
-    def __init__(self, packets: _Optional[int] = ..., bytes: _Optional[int] = ..., retransmits: _Optional[int] = ..., zero_windows: _Optional[int] = ..., rsts: _Optional[int] = ..., fins: _Optional[int] = ...) -> None: ...
+    stack_retransmits: int
+    def __init__(self, packets: _Optional[int] = ..., bytes: _Optional[int] = ..., retransmits: _Optional[int] = ..., zero_windows: _Optional[int] = ..., rsts: _Optional[int] = ..., fins: _Optional[int] = ..., stack_retransmits: _Optional[int] = ...) -> None: ...
 
 class Connection(_message.Message):
-    __slots__ = ("uid", "community_id", "client", "server", "syn_time", "established_time", "close_time", "handshake_rtt", "syn", "to_server", "to_client", "history", "state", "closed_by", "mid_stream", "last_seen", "interface", "synack_time")
+    __slots__ = ("uid", "community_id", "client", "server", "syn_time", "established_time", "close_time", "handshake_rtt", "syn", "to_server", "to_client", "history", "state", "closed_by", "mid_stream", "last_seen", "interface", "synack_time", "client_socket_state", "server_socket_state")
     UID_FIELD_NUMBER: _ClassVar[int]
     COMMUNITY_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +120,8 @@ class Connection(_message.Message):
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     INTERFACE_FIELD_NUMBER: _ClassVar[int]
     SYNACK_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SOCKET_STATE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_SOCKET_STATE_FIELD_NUMBER: _ClassVar[int]
     uid: str
     community_id: str
     client: _auth_event_pb2.Endpoint
@@ -136,4 +140,6 @@ class Connection(_message.Message):
     last_seen: _timestamp_pb2.Timestamp
     interface: str
     synack_time: _timestamp_pb2.Timestamp
-    def __init__(self, uid: _Optional[str] = ..., community_id: _Optional[str] = ..., client: _Optional[_Union[_auth_event_pb2.Endpoint, _Mapping]] = ..., server: _Optional[_Union[_auth_event_pb2.Endpoint, _Mapping]] = ..., syn_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., established_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., handshake_rtt: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., syn: _Optional[_Union[SynFingerprint, _Mapping]] = ..., to_server: _Optional[_Union[DirectionCounters, _Mapping]] = ..., to_client: _Optional[_Union[DirectionCounters, _Mapping]] = ..., history: _Optional[str] = ..., state: _Optional[_Union[ConnectionState, str]] = ..., closed_by: _Optional[_Union[CloseInitiator, str]] = ..., mid_stream: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interface: _Optional[str] = ..., synack_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    client_socket_state: str
+    server_socket_state: str
+    def __init__(self, uid: _Optional[str] = ..., community_id: _Optional[str] = ..., client: _Optional[_Union[_auth_event_pb2.Endpoint, _Mapping]] = ..., server: _Optional[_Union[_auth_event_pb2.Endpoint, _Mapping]] = ..., syn_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., established_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., handshake_rtt: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., syn: _Optional[_Union[SynFingerprint, _Mapping]] = ..., to_server: _Optional[_Union[DirectionCounters, _Mapping]] = ..., to_client: _Optional[_Union[DirectionCounters, _Mapping]] = ..., history: _Optional[str] = ..., state: _Optional[_Union[ConnectionState, str]] = ..., closed_by: _Optional[_Union[CloseInitiator, str]] = ..., mid_stream: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interface: _Optional[str] = ..., synack_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_socket_state: _Optional[str] = ..., server_socket_state: _Optional[str] = ...) -> None: ...
