@@ -30,7 +30,7 @@ function _M.parse_address(addr)
     return nil, "sidecar address must be a string"
   end
   if addr:sub(1, 5) == "unix:" then
-    p = { host = addr, port = nil, authority = "localhost" }
+    p = { host = addr, port = nil, path = addr:sub(6), authority = "localhost" }
   else
     local host, port = addr:match("^%[([%x:%.]+)%]:(%d+)$")
     if not host then
@@ -173,6 +173,16 @@ function _M.report(conf, encoded_events)
     sock:settimeouts(conf.connect_timeout or 1000, conf.send_timeout or 2000, conf.read_timeout or 5000)
     local ok, cerr
     local pool = "authwire:" .. conf.sidecar
+    if not addr.port then
+      -- nginx logs a [crit] line for every connect() to a missing unix socket; while the sidecar is down
+      -- that would be one line per retry, so look for the socket file first (a cheap local open()).
+      local f, oerr = io.open(addr.path, "rb")
+      if f then
+        f:close()
+      elseif oerr and oerr:find("No such file", 1, true) then
+        return nil, "connect " .. conf.sidecar .. ": no such socket (is authwire serve running?)"
+      end
+    end
     if addr.port then
       ok, cerr = sock:connect(addr.host, addr.port, { pool = pool, pool_size = conf.keepalive_pool or 4 })
     else

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import nginx_process
+import pytest
+
+from support import Sidecar, require, start_sidecar
+
+
+@pytest.fixture
+def short_tmp() -> Path:
+    """A short temp dir: unix socket paths must stay under 108 bytes (pytest's tmp_path can be longer)."""
+    path = Path(tempfile.mkdtemp(prefix="aw-gw-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def nginx_available() -> None:
+    reason = nginx_process.missing()
+    require(reason is None, reason or "")
+
+
+def start_gw_sidecar(tmp: Path, *extra: str) -> Sidecar:
+    """`authwire serve` with its gRPC-Web listener on tmp/gw.sock and a JSONL copy of every record."""
+    return start_sidecar(tmp, "--grpc-web-listen", f"unix:{tmp}/gw.sock", "--jsonl", str(tmp / "records.jsonl"),
+                         *extra)
+
+
+@pytest.fixture
+def gw_sidecar(short_tmp) -> Sidecar:
+    sidecar = start_gw_sidecar(short_tmp)
+    try:
+        yield sidecar
+    finally:
+        sidecar.kill()
