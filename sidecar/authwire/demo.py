@@ -1,0 +1,419 @@
+"""`authwire demo` (= `make run`): the whole product, end to end, in network namespaces, in about a minute.
+
+Builds a lab (authwire.netns_lab): a gateway namespace running a real Envoy (jwt_authn + basic_auth, ALS to
+authwire) and `authwire serve` with the kernel inspector on the gateway's client-facing veths; an upstream
+API; and client hosts whose TCP stacks differ (initial TTL, MSS, window scaling, SACK, timestamps). Each
+client sends a bounded mix of good and bad JWT and Basic requests. The demo then prints the enriched
+records (auth outcome + the kernel's facts about each request's connection) and the `authwire query`
+commands to explore them in the store it leaves behind, and removes everything else: namespaces (with
+their veths and tc filters) and processes, also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authwire import netns_lab
+from authwire.demo_credentials import DemoCredentials, basic_header
+from authwire.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
+from authwire.netns_lab import ClientStack, Host, Lab
+from authwire.records import short_enum
+from authwire.v1 import auth_event_pb2, query_pb2, query_pb2_grpc, record_pb2
+
+GATEWAY_PORT = 8080
+UPSTREAM_PORT = 8081
+
+# Four client hosts whose SYNs differ the way real populations do.
+STACKS = [
+    ClientStack("laptop", ttl=64, mtu=1500, description="Linux defaults"),
+    ClientStack("desktop", ttl=128, mtu=1480, timestamps=False, description="Windows-like: TTL 128, no TS"),
+    ClientStack("scanner", ttl=255, mtu=1280, window_scaling=False, sack=False, timestamps=False,
+                description="bare stack: TTL 255, no WS/SACK/TS"),
+    ClientStack("sensor", ttl=64, mtu=576, window_scaling=False, description="tiny MSS, no window scaling"),
+]
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived: stop, clean up, exit 130."""
+
+
+_MAIN_PID = os.getpid()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    if os.getpid() != _MAIN_PID:
+        # A forked helper (pyroute2's NetNS runs one per namespace) inherited this handler: die normally.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def traffic_plan(creds: DemoCredentials, rounds: int) -> dict[str, list[list[dict[str, str]]]]:
+    """Per host: sessions (one TCP connection each) of requests. Bounded: ~10 requests per host per round."""
+    def jwt(sub: str, **kw: bool) -> str:
+        return "Bearer " + creds.token(sub, **kw)
+
+    def req(case: str, path: str, authorization: str = "") -> dict[str, str]:
+        return {"case": case, "path": path, "authorization": authorization}
+
+    alice, bob = basic_header("alice", creds.users["alice"]), basic_header("bob", creds.users["bob"])
+    plan = {
+        "laptop": [
+            [req("jwt valid", "/jwt/orders", jwt("alice")), req("jwt valid", "/jwt/orders/7", jwt("alice")),
+             req("jwt valid", "/jwt/profile", jwt("alice"))],
+            [req("basic valid", "/basic/reports", alice)],
+            [req("jwt expired", "/jwt/orders", jwt("alice", expired=True))],
+        ],
+        "desktop": [
+            [req("jwt valid", "/jwt/orders", jwt("carol")), req("jwt valid", "/jwt/invoices", jwt("carol"))],
+            [req("basic valid", "/basic/reports", bob)],
+            [req("basic wrong password", "/basic/reports", basic_header("bob", "bilder"))],
+            [req("public", "/status")],
+        ],
+        "scanner": [
+            *([req("jwt bad signature", "/jwt/admin", jwt("admin", bad_signature=True))] for _ in range(3)),
+            [req("jwt missing", "/jwt/admin")],
+            *([req("basic wrong password", "/basic/admin", basic_header("admin", pw))]
+              for pw in ("admin", "123456", "password")),
+            [req("basic missing", "/basic/admin")],
+        ],
+        "sensor": [
+            [req("basic valid", "/basic/telemetry", bob), req("basic valid", "/basic/telemetry", bob)],
+            [req("jwt expired", "/jwt/telemetry", jwt("sensor-7", expired=True))],
+            [req("jwt valid", "/jwt/telemetry", jwt("sensor-7"))],
+        ],
+    }
+    return {host: sessions * rounds for host, sessions in plan.items()}
+
+
+@dataclass
+class Sent:
+    host: str
+    case: str
+    path: str
+    status: int
+    local_port: int
+
+
+class Demo:
+    def __init__(self, output: Path, rounds: int, out=sys.stdout) -> None:
+        self.output = output
+        self.rounds = rounds
+        self.out = out
+        self.work = Path(tempfile.mkdtemp(prefix="authwire-demo-"))  # sockets + configs, removed at the end
+        self.lab = Lab()
+        self.children: list[subprocess.Popen] = []
+        self.envoy: EnvoyProcess | None = None
+        self.sidecar: subprocess.Popen | None = None
+        self.socket = self.work / "authwire.sock"
+        self.db = output / "authwire.db"
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # --- setup ------------------------------------------------------------------------------------------
+    def build_lab(self) -> None:
+        self.lab.create_gateway()
+        for stack in STACKS:
+            self.lab.add_client(stack)
+        upstream = self.lab.add_upstream()
+        self.say(f"[1/5] network namespaces: gateway {self.lab.gateway_ns}, upstream {upstream.ip}, clients:")
+        for host in self.lab.clients:
+            s = host.stack
+            assert s is not None
+            self.say(f"        {host.name:8} {host.ip:12} TTL {s.ttl:3}  MSS {s.mss:4}  "
+                     f"WS {'on ' if s.window_scaling else 'off'} SACK {'on ' if s.sack else 'off'} "
+                     f"TS {'on ' if s.timestamps else 'off'}  ({s.description})")
+
+    def _spawn(self, argv: list[str], log: Path, **kw: Any) -> subprocess.Popen:
+        with log.open("wb") as f:
+            proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, **kw)
+        self.children.append(proc)
+        return proc
+
+    def start_upstream(self) -> None:
+        up = self.lab.upstream
+        assert up is not None
+        self._spawn(self.lab.argv(up.netns, [sys.executable, "-m", "authwire.demo_traffic", "--upstream",
+                                             f"{up.ip}:{UPSTREAM_PORT}"]), self.work / "upstream.log")
+
+    def start_sidecar(self) -> query_pb2.StatsResponse:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self.db) + suffix).unlink(missing_ok=True)
+        jsonl = self.output / "records.jsonl"
+        jsonl.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "authwire", "serve", "--listen", f"unix:{self.socket}",
+                "--grpc-web-listen", "off", "--db", str(self.db), "--jsonl", str(jsonl),
+                "--join-wait", "1.0"]
+        for iface in self.lab.gateway_ifaces:
+            argv += ["--iface", iface]
+        self.sidecar = self._spawn(self.lab.argv(self.lab.gateway_ns, argv), self.output / "authwire-serve.log",
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.channel = grpc.insecure_channel(f"unix:{self.socket}")
+        deadline = time.monotonic() + 60  # first BPF compile can take a few seconds
+        while True:
+            if self.sidecar.poll() is not None:
+                raise RuntimeError(f"authwire serve exited ({self.sidecar.returncode}); see "
+                                   f"{self.output / 'authwire-serve.log'}:\n{self._tail('authwire-serve.log')}")
+            try:
+                status = health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if status.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("authwire serve did not become ready in 60 s; see "
+                                   f"{self.output / 'authwire-serve.log'}")
+            time.sleep(0.1)
+        stats = query_pb2_grpc.QueryStub(self.channel).Stats(query_pb2.StatsRequest(), timeout=5)
+        if stats.inspector_running:
+            self.say(f"[2/5] authwire serve: kernel inspector on {', '.join(self.lab.gateway_ifaces)}; "
+                     f"store {self.db}")
+        else:
+            self.say(f"[2/5] authwire serve: WARNING kernel inspector off ({stats.inspector_status}); "
+                     "records will join as INSPECTOR_OFF. `authwire doctor` says what to fix.")
+        return stats
+
+    def _tail(self, name: str, n: int = 1500) -> str:
+        try:
+            return (self.output / name).read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def start_envoy(self, creds: DemoCredentials) -> None:
+        assert self.lab.upstream is not None
+        spec = GatewaySpec(listen=f"0.0.0.0:{GATEWAY_PORT}", als_target=f"unix:{self.socket}",
+                           admin_socket=str(self.work / "envoy-admin.sock"),
+                           upstream=f"{self.lab.upstream.ip}:{UPSTREAM_PORT}", node_id="demo-gateway")
+        self.envoy = EnvoyProcess(spec, creds, self.work / "envoy", netns=self.lab.gateway_ns)
+        self.envoy.wait_ready()
+        self.say(f"[3/5] Envoy {envoy_version()} on :{GATEWAY_PORT} in {self.lab.gateway_ns}: "
+                 "/jwt/* jwt_authn, /basic/* basic_auth, access log -> authwire (gRPC ALS)")
+
+    # --- traffic ----------------------------------------------------------------------------------------
+    def send_traffic(self, creds: DemoCredentials) -> list[Sent]:
+        plan = traffic_plan(creds, self.rounds)
+        procs: list[tuple[Host, subprocess.Popen]] = []
+        for host in self.lab.clients:
+            body = {"base": f"http://{host.gateway_ip}:{GATEWAY_PORT}", "deadline_s": 30,
+                    "user_agent": f"authwire-demo/{host.name}", "sessions": plan[host.name]}
+            proc = subprocess.Popen(self.lab.argv(host.netns, [sys.executable, "-m", "authwire.demo_traffic"]),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+            self.children.append(proc)
+            proc.stdin.write(json.dumps(body))  # tokens go through a pipe, never a file
+            proc.stdin.close()
+            procs.append((host, proc))
+        sent: list[Sent] = []
+        errors: list[str] = []
+        for host, proc in procs:
+            stdout = proc.stdout.read()
+            proc.wait(timeout=60)
+            for line in stdout.splitlines():
+                item = json.loads(line)
+                if "error" in item:
+                    errors.append(f"{host.name}: {item['error']}")
+                else:
+                    sent.append(Sent(host.name, item["case"], item["path"], item["status"], item["local_port"]))
+        counts = Counter(s.status for s in sent)
+        self.say(f"[4/5] traffic: {len(sent)} requests from {len(procs)} hosts "
+                 f"({', '.join(f'{n}x {code}' for code, n in sorted(counts.items()))})")
+        for error in errors[:5]:
+            self.say(f"        request failed: {error}")
+        return sent
+
+    def wait_for_records(self, expected: int, timeout: float = 20) -> list[record_pb2.EnrichedRecord]:
+        stub = query_pb2_grpc.QueryStub(self.channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            records = list(stub.Query(query_pb2.QueryRequest(limit=1000), timeout=5).records)
+            if len(records) >= expected or time.monotonic() > deadline:
+                return sorted(records, key=lambda r: (r.event.start_time.seconds, r.event.start_time.nanos))
+            time.sleep(0.2)
+
+    # --- report -----------------------------------------------------------------------------------------
+    def print_records(self, records: list[record_pb2.EnrichedRecord], expected: int) -> None:
+        hosts = {h.ip: h.name for h in self.lab.clients}
+        self.say(f"[5/5] {len(records)} enriched records (of {expected} requests):\n")
+        columns = ["host", "client", "path", "status", "auth", "outcome", "reason", "consumer", "join",
+                   "ttl", "hops", "mss", "wscale", "os", "rtt_ms"]
+        order = {h.name: i for i, h in enumerate(self.lab.clients)}
+        rows = sorted((_row(r, hosts) for r in records), key=lambda row: order.get(row["host"], 99))
+        widths = {c: max(len(c), *(len(row[c]) for row in rows)) if rows else len(c) for c in columns}
+        self.say("  ".join(c.upper().ljust(widths[c]) for c in columns))
+        for row in rows:
+            self.say("  ".join(row[c].ljust(widths[c]) for c in columns))
+        joins = Counter(short_enum(record_pb2.JoinStatus, r.join.status) for r in records)
+        self.say(f"\njoins: {', '.join(f'{k} {v}' for k, v in joins.most_common())}")
+
+    def print_commands(self) -> None:
+        exe = Path(sys.executable).with_name("authwire")
+        try:
+            exe_text = str(exe.relative_to(Path.cwd()))
+        except ValueError:
+            exe_text = str(exe) if exe.exists() else "authwire"
+        try:
+            db = str(self.db.relative_to(Path.cwd()))
+        except ValueError:
+            db = str(self.db)
+        self.say(f"\nThe records stay in {db} (and {Path(db).with_name('records.jsonl')}). Explore them:\n")
+        for command, why in [
+            ("query --limit 20", "newest records"),
+            ("query --outcome failure --group-by client_ip,auth.reason", "who fails, and why"),
+            ("query --group-by syn.signature,syn.os_hint,client_ip", "client TCP stacks by SYN"),
+            ("query --reason bad_signature", "forged tokens"),
+            ("query --method basic --outcome failure --format json --limit 1", "one full record as JSON"),
+            (f"query --client-ip 10.{self.lab.net}.3.0/24", "one host: the scanner"),
+        ]:
+            self.say(f"  {exe_text} query --db {db} {command.removeprefix('query ')}\n      # {why}")
+        self.say(f"\nFor real use run `{exe_text} serve` beside your gateway: see README.md and "
+                 "gateway-plugins/envoy/README.md.")
+
+    # --- teardown ---------------------------------------------------------------------------------------
+    def cleanup(self) -> list[str]:
+        """Stop everything this demo started; return what could not be removed (empty = clean)."""
+        problems: list[str] = []
+        if self.envoy is not None:
+            self.envoy.stop()
+        if self.sidecar is not None and self.sidecar.poll() is None:
+            self.sidecar.send_signal(signal.SIGTERM)  # serve detaches its tc filters on SIGTERM
+            try:
+                self.sidecar.wait(20)
+            except subprocess.TimeoutExpired:
+                problems.append("authwire serve ignored SIGTERM for 20 s; killed")
+        if hasattr(self, "channel"):
+            self.channel.close()
+        for proc in self.children:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(5)
+        self.lab.close()
+        left = [n for n in netns_lab.netns.listnetns() if n.startswith(f"{netns_lab.PREFIX}{self.lab.tag}")]
+        if left:
+            problems.append(f"namespaces left: {', '.join(left)}")
+        alive = [p.pid for p in self.children if p.poll() is None]
+        if alive:
+            problems.append(f"processes left: {alive}")
+        shutil.rmtree(self.work, ignore_errors=True)
+        return problems
+
+
+def _row(r: record_pb2.EnrichedRecord, hosts: dict[str, str]) -> dict[str, str]:
+    e, a, c = r.event, r.event.auth, r.connection
+    has = r.HasField("connection") and r.connection.HasField("syn")
+    rtt = c.handshake_rtt.seconds * 1e3 + c.handshake_rtt.nanos / 1e6
+    return {
+        "host": hosts.get(e.client.ip, "?"),
+        "client": f"{e.client.ip}:{e.client.port}",
+        "path": e.http.path,
+        "status": str(e.http.status),
+        "auth": short_enum(auth_event_pb2.AuthMethod, a.method),
+        "outcome": short_enum(auth_event_pb2.AuthOutcome, a.outcome),
+        "reason": short_enum(auth_event_pb2.FailureReason, a.reason) if a.reason else "",
+        "consumer": a.consumer,
+        "join": short_enum(record_pb2.JoinStatus, r.join.status),
+        "ttl": str(c.syn.ttl) if has else "-",
+        "hops": str(c.syn.hop_distance) if has else "-",
+        "mss": str(c.syn.mss) if has else "-",
+        "wscale": (str(c.syn.window_scale) if c.syn.window_scale >= 0 else "none") if has else "-",
+        "os": (c.syn.os_hint or "-") if has else "-",
+        "rtt_ms": f"{rtt:.3f}" if has and (c.handshake_rtt.seconds or c.handshake_rtt.nanos) else "-",
+    }
+
+
+def envoy_version() -> str:
+    try:
+        out = subprocess.run([str(envoy_binary()), "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    match = re.search(r"/(\d+\.\d+\.\d+)/", out.stdout)  # "envoy  version: <sha>/1.40.0/Clean/..."
+    return match.group(1) if match else "?"
+
+
+def preflight() -> str | None:
+    """Why the demo cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the demo needs root (network namespaces, eBPF): run `sudo make run`"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (`ip`): run `make setup`"
+    try:
+        envoy_binary()
+    except EnvoyUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="authwire demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default="demo-output",
+                        help="directory for the store, JSONL and logs that stay after the demo (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=1, help="times each host repeats its traffic (1-20)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be within 1..20")
+    why = preflight()
+    if why:
+        print(f"authwire demo: {why}", file=sys.stderr)
+        return 1
+    stale = netns_lab.leftover_namespaces()
+    if stale:
+        netns_lab.remove_namespaces(stale)
+        print(f"removed namespaces left by an earlier, killed run: {', '.join(stale)}")
+    output = Path(args.output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    demo = Demo(output, args.rounds)
+    status = 0
+    try:
+        creds = DemoCredentials()
+        demo.build_lab()
+        demo.start_upstream()
+        demo.start_sidecar()
+        demo.start_envoy(creds)
+        sent = demo.send_traffic(creds)
+        records = demo.wait_for_records(len(sent))
+        demo.print_records(records, len(sent))
+        demo.print_commands()
+        if len(records) < len(sent):
+            print(f"authwire demo: only {len(records)} of {len(sent)} requests were recorded; see "
+                  f"{output / 'authwire-serve.log'}", file=sys.stderr)
+            status = 1
+    except Interrupted as exc:
+        print(f"\nauthwire demo: {exc}; cleaning up", file=sys.stderr)
+        status = 130
+    except (RuntimeError, OSError, grpc.RpcError) as exc:
+        print(f"authwire demo: failed: {exc}", file=sys.stderr)
+        status = 1
+    finally:
+        # A second Ctrl-C must not interrupt the cleanup itself.
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        problems = demo.cleanup()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if problems:
+        print(f"authwire demo: cleanup incomplete: {'; '.join(problems)}", file=sys.stderr)
+        return status or 1
+    print("\nCleaned up: namespaces, veths, tc filters, Envoy, authwire serve and the clients are gone.")
+    return status

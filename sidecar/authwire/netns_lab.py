@@ -1,0 +1,170 @@
+"""A small network-namespace lab: a gateway host, client hosts with distinct TCP stacks, an upstream.
+
+Used by `authwire demo` and by the Envoy end-to-end tests (the demo cannot import from tests/). Each
+client host has its own veth link to the gateway namespace, so the gateway side has one interface per
+client and the kernel inspector sees every client's SYN exactly as that client's stack sent it. A client's
+stack differs by per-namespace sysctls (initial TTL, window scaling, SACK, timestamps) and by the link MTU
+(which sets the MSS it advertises: MTU - 40 for IPv4).
+
+Addresses: client i is 10.<net>.<i>.2 with the gateway at 10.<net>.<i>.1; the upstream is 10.<net>.200.2
+behind 10.<net>.200.1. Names include a tag (the pid by default) so parallel or leftover runs never
+collide; close() removes every namespace it made, which also removes their veths and tc filters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute, NetNS, netns
+
+PREFIX = "awl"  # authwire lab; distinct from other tests' namespace names
+
+
+@dataclass(frozen=True)
+class ClientStack:
+    """How one client host's TCP/IP stack shapes its SYN."""
+
+    name: str
+    ttl: int = 64
+    mtu: int = 1500              # advertised MSS = mtu - 40
+    window_scaling: bool = True
+    sack: bool = True
+    timestamps: bool = True
+    description: str = ""
+
+    @property
+    def mss(self) -> int:
+        return self.mtu - 40
+
+
+@dataclass
+class Host:
+    name: str          # short label, e.g. "client1"
+    netns: str         # namespace name
+    ip: str
+    gateway_ip: str    # the gateway's address on this host's link
+    gateway_iface: str  # the gateway-side veth (where the inspector attaches)
+    stack: ClientStack | None = None
+
+
+@dataclass
+class Lab:
+    tag: str = field(default_factory=lambda: str(os.getpid()))
+    net: int = 77  # second octet of the 10.x.0.0/16 the lab uses
+    gateway_ns: str = ""
+    clients: list[Host] = field(default_factory=list)
+    upstream: Host | None = None
+    _namespaces: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.gateway_ns = f"{PREFIX}{self.tag}gw"
+
+    # --- building ---------------------------------------------------------------------------------
+    def create_gateway(self) -> None:
+        self._new_ns(self.gateway_ns)
+        self._sysctl(self.gateway_ns, "net/ipv4/ip_forward", "1")
+
+    def add_client(self, stack: ClientStack) -> Host:
+        index = len(self.clients) + 1
+        host = self._link_host(f"c{index}", index, stack.mtu)
+        host.name, host.stack = stack.name, stack
+        self._sysctl(host.netns, "net/ipv4/ip_default_ttl", str(stack.ttl))
+        self._sysctl(host.netns, "net/ipv4/tcp_window_scaling", "1" if stack.window_scaling else "0")
+        self._sysctl(host.netns, "net/ipv4/tcp_sack", "1" if stack.sack else "0")
+        self._sysctl(host.netns, "net/ipv4/tcp_timestamps", "1" if stack.timestamps else "0")
+        self.clients.append(host)
+        return host
+
+    def add_upstream(self) -> Host:
+        self.upstream = self._link_host("up", 200, 1500)
+        self.upstream.name = "upstream"
+        return self.upstream
+
+    def _new_ns(self, name: str) -> None:
+        netns.create(name)
+        self._namespaces.append(name)
+        with NetNS(name) as ns:
+            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+
+    def _link_host(self, short: str, index: int, mtu: int) -> Host:
+        ns_name = f"{PREFIX}{self.tag}{short}"
+        self._new_ns(ns_name)
+        gw_if, host_if = f"{PREFIX}{self.tag}g{short}"[:15], f"{PREFIX}{self.tag}{short}"[:15]
+        gw_ip, host_ip = f"10.{self.net}.{index}.1", f"10.{self.net}.{index}.2"
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=gw_if, kind="veth", peer={"ifname": host_if, "net_ns_fd": ns_name})
+            ipr.link("set", index=ipr.link_lookup(ifname=gw_if)[0], net_ns_fd=self.gateway_ns)
+        with NetNS(self.gateway_ns) as ns:
+            i = ns.link_lookup(ifname=gw_if)[0]
+            ns.addr("add", index=i, address=gw_ip, prefixlen=24)
+            ns.link("set", index=i, state="up", mtu=mtu)
+        with NetNS(ns_name) as ns:
+            i = ns.link_lookup(ifname=host_if)[0]
+            ns.addr("add", index=i, address=host_ip, prefixlen=24)
+            ns.link("set", index=i, state="up", mtu=mtu)
+            ns.route("add", dst="0.0.0.0/0", gateway=gw_ip)
+        return Host(short, ns_name, host_ip, gw_ip, gw_if)
+
+    @staticmethod
+    def _sysctl(ns_name: str, key: str, value: str) -> None:
+        # setns() moves only this thread; /proc/sys/net then shows that namespace's settings.
+        netns.pushns(ns_name)
+        try:
+            with open(f"/proc/sys/{key}", "w") as f:
+                f.write(value)
+        finally:
+            netns.popns()
+
+    # --- using --------------------------------------------------------------------------------------
+    @property
+    def gateway_ifaces(self) -> list[str]:
+        return [h.gateway_iface for h in self.clients]
+
+    @staticmethod
+    def argv(ns_name: str, command: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", ns_name, *command]
+
+    def client_by_ip(self, ip: str) -> Host | None:
+        return next((h for h in self.clients if h.ip == ip), None)
+
+    # --- tearing down -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Remove every namespace this lab made (their veths and tc filters go with them)."""
+        for name in reversed(self._namespaces):
+            with contextlib.suppress(OSError, FileNotFoundError):
+                netns.remove(name)
+        self._namespaces.clear()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def leftover_namespaces(prefix: str = PREFIX) -> list[str]:
+    """Lab namespaces whose creating process is gone (a crashed run): name = prefix + pid + suffix."""
+    stale = []
+    for name in netns.listnetns():
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix):]
+        pid = rest[:len(rest) - len(rest.lstrip("0123456789"))]
+        if pid and not os.path.exists(f"/proc/{pid}"):
+            stale.append(name)
+    return stale
+
+
+def remove_namespaces(names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(OSError, FileNotFoundError):
+            netns.remove(name)
+
+
+def processes_in_namespace(ns_name: str) -> list[int]:
+    """Pids still running inside a named namespace (`ip netns pids`)."""
+    result = subprocess.run(["ip", "netns", "pids", ns_name], capture_output=True, text=True)
+    return [int(p) for p in result.stdout.split()]
