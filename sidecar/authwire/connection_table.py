@@ -1,0 +1,299 @@
+"""The live connection table: every TCP connection the kernel inspector reported, as Connection messages.
+
+Fed by the inspector's poller thread (``apply``), read by the join and the Connections RPC from other
+threads. Flows are keyed by their 4-tuple with the client (SYN sender) first; a tuple can carry several
+connections over time (port reuse), kept newest SYN first. Closed connections stay for ``grace_period``
+seconds so reports that arrive after the connection ended can still join. Open flows read their live
+counters from the kernel's flow map on demand; an open flow whose kernel entry vanished was evicted from
+the LRU map (counted, state EVICTED).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import communityid
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from authwire import fingerprint
+from authwire.kernel import events as ev
+from authwire.v1 import auth_event_pb2, connection_pb2
+
+log = logging.getLogger(__name__)
+
+TupleKey = tuple[str, int, str, int]
+Listener = Callable[[connection_pb2.Connection], None]
+
+_COMMUNITY_ID = communityid.CommunityID()
+_UID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _new_uid() -> str:
+    # Zeek-like: "C" + 17 base62 characters (~100 bits), unique per sidecar run.
+    return "C" + "".join(secrets.choice(_UID_ALPHABET) for _ in range(17))
+
+
+@dataclass
+class _Flow:
+    uid: str
+    key: bytes                 # the kernel's normalized key (bytes of AwKey)
+    first_ns: int              # with key, the kernel's identity of this flow
+    ends: ev.FlowEndpoints
+    snapshot: ev.AwFlow        # last state the kernel reported (event or live read)
+    community_id: str
+    interface: str
+    closed: bool = False
+    evicted: bool = False
+    closed_at: float = 0.0     # time.monotonic() when we learned it closed, for the grace period
+    close_wall_ns: int = 0     # wall clock close time for evicted flows (the kernel has none)
+    tuples: list[TupleKey] = field(default_factory=list)
+
+
+class ConnectionTable:
+    """Thread-safe table of the connections the kernel inspector has seen."""
+
+    def __init__(self, grace_period: float = 30.0, *, clock_offset_ns: int | None = None,
+                 live_lookup: Callable[[bytes], ev.AwFlow | None] | None = None,
+                 kernel_counters: Callable[[], dict[str, int]] | None = None,
+                 ifname: Callable[[int], str] | None = None,
+                 forget_key: Callable[[bytes], None] | None = None) -> None:
+        self.grace_period = grace_period
+        # bpf_ktime_get_ns() is CLOCK_MONOTONIC, like time.monotonic_ns(); wall = monotonic + offset.
+        self.clock_offset_ns = (time.time_ns() - time.monotonic_ns()) if clock_offset_ns is None \
+            else clock_offset_ns
+        self._live_lookup = live_lookup
+        self._kernel_counters = kernel_counters
+        self._ifname = ifname or (lambda index: str(index))
+        self._forget_key = forget_key
+        self._lock = threading.RLock()
+        self._by_id: dict[tuple[bytes, int], _Flow] = {}
+        self._current: dict[bytes, _Flow] = {}            # newest generation per kernel key
+        self._by_tuple: dict[TupleKey, list[_Flow]] = {}  # newest SYN first
+        self._closed: deque[_Flow] = deque()             # in close order, for grace-period expiry
+        self._listeners: list[Listener] = []
+        self.evictions_swept = 0      # open flows found gone from the kernel map (not seen by the kernel)
+        self.listener_errors = 0
+        self.events_applied = 0
+
+    # -- feeding (poller thread) ---------------------------------------------------------------------
+
+    def add_listener(self, callback: Listener) -> None:
+        """callback(Connection) runs on the poller thread for every opened/established/closed event."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def apply(self, event: ev.AwEvent) -> None:
+        """Fold one ring-buffer event into the table and tell the listeners."""
+        key = bytes(event.key)
+        now = time.monotonic()
+        notify: list[_Flow] = []
+        with self._lock:
+            self.events_applied += 1
+            self._expire(now)
+            if event.type == ev.EV_CLOSED and event.reason == ev.CLOSE_EVICTED:
+                flow = self._current.get(key)
+                if flow is not None and not flow.closed:
+                    self._mark_evicted(flow, now, count=False)   # the kernel already counted it
+                    notify.append(flow)
+            else:
+                flow = self._by_id.get((key, event.flow.first_ns))
+                if flow is None:
+                    flow = self._insert(key, event.flow)
+                else:
+                    flow.snapshot = ev.copy_flow(event.flow)
+                if event.type == ev.EV_CLOSED and not flow.closed:
+                    flow.closed = True
+                    flow.closed_at = now
+                    self._closed.append(flow)
+                notify.append(flow)
+            listeners = list(self._listeners)
+            snapshots = [self._to_proto(f, live=False) for f in notify] if listeners else []
+        for snap in snapshots:
+            for callback in listeners:
+                try:
+                    callback(snap)
+                except Exception:  # a listener's bug must not stop the poller
+                    self.listener_errors += 1
+                    log.exception("connection listener failed")
+
+    def _insert(self, key: bytes, kflow: ev.AwFlow) -> _Flow:
+        akey = ev.AwKey.from_buffer_copy(key)
+        ends = ev.endpoints(akey, kflow)
+        try:
+            cid = _COMMUNITY_ID.calc(communityid.FlowTuple.make_tcp(
+                ends.client_ip, ends.server_ip, ends.client_port, ends.server_port))
+        except Exception:  # never lose a flow over its Community ID
+            cid = ""
+        flow = _Flow(uid=_new_uid(), key=key, first_ns=kflow.first_ns, ends=ends,
+                     snapshot=ev.copy_flow(kflow), community_id=cid, interface=self._ifname(kflow.ifindex))
+        older = self._current.get(key)
+        if older is not None and not older.closed and older.first_ns < kflow.first_ns:
+            # The kernel replaced the entry without a close: the old one was evicted.
+            self._mark_evicted(older, time.monotonic(), count=True)
+        self._current[key] = flow
+        self._by_id[(key, flow.first_ns)] = flow
+        tuples = [(ends.client_ip, ends.client_port, ends.server_ip, ends.server_port)]
+        if kflow.mid_stream:   # direction guessed: findable both ways
+            tuples.append((ends.server_ip, ends.server_port, ends.client_ip, ends.client_port))
+        flow.tuples = tuples
+        for t in tuples:
+            lst = self._by_tuple.setdefault(t, [])
+            lst.insert(0, flow)
+            lst.sort(key=lambda f: f.first_ns, reverse=True)
+        return flow
+
+    def _mark_evicted(self, flow: _Flow, now: float, count: bool) -> None:
+        flow.evicted = True
+        flow.closed = True
+        flow.closed_at = now
+        flow.close_wall_ns = time.time_ns()
+        self._closed.append(flow)
+        if count:
+            self.evictions_swept += 1
+            if self._forget_key is not None:
+                # So a later packet of this flow is not counted as an eviction a second time.
+                self._forget_key(flow.key)
+
+    def _expire(self, now: float) -> None:
+        while self._closed and self._closed[0].closed_at + self.grace_period < now:
+            flow = self._closed.popleft()
+            self._by_id.pop((flow.key, flow.first_ns), None)
+            if self._current.get(flow.key) is flow:
+                del self._current[flow.key]
+            for t in flow.tuples:
+                lst = self._by_tuple.get(t)
+                if lst is not None:
+                    lst[:] = [f for f in lst if f is not flow]
+                    if not lst:
+                        del self._by_tuple[t]
+
+    def sweep(self) -> int:
+        """Check every open flow against the kernel map; mark the vanished ones EVICTED. Returns how many."""
+        if self._live_lookup is None:
+            return 0
+        with self._lock:
+            open_flows = [f for f in self._current.values() if not f.closed]
+        found = 0
+        for flow in open_flows:
+            live = self._live_lookup(flow.key)
+            if live is None or live.first_ns != flow.first_ns:
+                with self._lock:
+                    if not flow.closed:
+                        self._mark_evicted(flow, time.monotonic(), count=True)
+                        found += 1
+        return found
+
+    def open_count(self) -> int:
+        with self._lock:
+            return sum(1 for f in self._current.values() if not f.closed)
+
+    # -- reading (any thread) ------------------------------------------------------------------------
+
+    def candidates(self, client_ip: str, client_port: int, server_ip: str,
+                   server_port: int) -> list[connection_pb2.Connection]:
+        """Every known connection on this exact 4-tuple (client = SYN sender), newest SYN first."""
+        try:
+            key = (ev.normalize_ip(client_ip), int(client_port), ev.normalize_ip(server_ip), int(server_port))
+        except ValueError:
+            return []
+        with self._lock:
+            self._expire(time.monotonic())
+            flows = list(self._by_tuple.get(key, ()))
+        return [self._to_proto(f, live=True) for f in flows]
+
+    def all(self, include_closed: bool = False) -> list[connection_pb2.Connection]:
+        """Every tracked connection (open ones, plus closed ones still in the grace period if asked)."""
+        with self._lock:
+            self._expire(time.monotonic())
+            flows = sorted(self._by_id.values(), key=lambda f: f.first_ns)
+        out = []
+        for flow in flows:
+            conn = self._to_proto(flow, live=True)
+            if include_closed or not flow.closed:
+                out.append(conn)
+        return out
+
+    def events_lost(self) -> int:
+        """Cumulative kernel events lost: ring-buffer reserve failures + evictions (kernel- and sweep-seen)."""
+        lost = self.evictions_swept
+        if self._kernel_counters is not None:
+            counters = self._kernel_counters()
+            lost += counters.get("ringbuf_reserve_failed", 0) + counters.get("evictions", 0)
+        return lost
+
+    # -- conversion ----------------------------------------------------------------------------------
+
+    def _wall(self, ktime_ns: int) -> Timestamp:
+        ts = Timestamp()
+        ts.FromNanoseconds(ktime_ns + self.clock_offset_ns)
+        return ts
+
+    def _to_proto(self, flow: _Flow, live: bool) -> connection_pb2.Connection:
+        k = flow.snapshot
+        if live and not flow.evicted and self._live_lookup is not None:
+            # Closed flows too: packets after the close event (the last ACK) still count.
+            current = self._live_lookup(flow.key)
+            if current is not None and current.first_ns == flow.first_ns:
+                k = current
+                flow.snapshot = ev.copy_flow(current)
+            elif not flow.closed:
+                with self._lock:
+                    if not flow.closed:
+                        self._mark_evicted(flow, time.monotonic(), count=True)
+        return flow_to_connection(flow, k, self)
+
+
+def _dir(d: ev.AwDir) -> connection_pb2.DirectionCounters:
+    return connection_pb2.DirectionCounters(
+        packets=d.packets, bytes=d.bytes, retransmits=d.retransmits, zero_windows=d.zero_windows,
+        rsts=d.rsts, fins=d.fins, stack_retransmits=d.stack_retransmits)
+
+
+def flow_to_connection(flow: _Flow, k: ev.AwFlow, table: ConnectionTable) -> connection_pb2.Connection:
+    conn = connection_pb2.Connection(
+        uid=flow.uid,
+        community_id=flow.community_id,
+        client=auth_event_pb2.Endpoint(ip=flow.ends.client_ip, port=flow.ends.client_port),
+        server=auth_event_pb2.Endpoint(ip=flow.ends.server_ip, port=flow.ends.server_port),
+        to_server=_dir(k.dir[0]),
+        to_client=_dir(k.dir[1]),
+        history=ev.history_text(k),
+        state=connection_pb2.CONNECTION_STATE_EVICTED if flow.evicted else k.state,
+        closed_by=k.closed_by,
+        mid_stream=bool(k.mid_stream),
+        interface=flow.interface,
+        client_socket_state=ev.TCP_STATES.get(k.dir[0].socket_state, ""),
+        server_socket_state=ev.TCP_STATES.get(k.dir[1].socket_state, ""),
+    )
+    if k.syn_ns:
+        conn.syn_time.CopyFrom(table._wall(k.syn_ns))
+        s = k.syn
+        conn.syn.CopyFrom(connection_pb2.SynFingerprint(
+            ttl=s.ttl, df=bool(s.df), ip_id=s.ip_id, ecn=s.ecn, tcp_ecn=bool(s.tcp_ecn), window=s.window,
+            option_kinds=ev.option_kinds(k), mss=s.mss, window_scale=s.window_scale,
+            sack_permitted=bool(s.sack_permitted), timestamps=bool(s.timestamps), ip_version=s.ip_version,
+            ip_options_len=s.ip_options_len, payload_bytes=s.payload_bytes, ts_val=s.ts_val))
+        fingerprint.annotate(conn.syn)
+    if k.synack_ns:
+        conn.synack_time.CopyFrom(table._wall(k.synack_ns))
+    if k.established_ns:
+        conn.established_time.CopyFrom(table._wall(k.established_ns))
+        if k.synack_ns and k.established_ns >= k.synack_ns:
+            conn.handshake_rtt.CopyFrom(Duration(seconds=0, nanos=0))
+            conn.handshake_rtt.FromNanoseconds(k.established_ns - k.synack_ns)
+    if k.close_ns:
+        conn.close_time.CopyFrom(table._wall(k.close_ns))
+    elif flow.evicted:
+        ts = Timestamp()
+        ts.FromNanoseconds(flow.close_wall_ns)
+        conn.close_time.CopyFrom(ts)
+    if k.last_ns:
+        conn.last_seen.CopyFrom(table._wall(k.last_ns))
+    return conn

@@ -1,0 +1,410 @@
+"""Compile bpf/inspector.c with bcc, attach it to tc clsact with pyroute2, drain its ring buffer.
+
+Lifecycle: ``start_inspector`` checks prerequisites (raising InspectorUnavailable with the exact fix),
+compiles once, removes authwire filters a crashed run left behind, attaches ingress+egress filters
+(ingress only on ``lo``: every loopback packet passes egress and ingress, so one hook sees it once), and
+starts the poller thread that feeds the ConnectionTable. ``Inspector.stop`` detaches (idempotent); it also
+runs at interpreter exit and on SIGTERM when nothing else handles that signal.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes as ct
+import importlib.resources
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from authwire.connection_table import ConnectionTable
+from authwire.kernel import events as ev
+
+log = logging.getLogger(__name__)
+
+FILTER_NAME = "authwire"          # TCA_BPF_NAME prefix: how we recognise our own (and stale) filters
+FILTER_PRIO = 7                   # arbitrary fixed tc priority for our filters
+TC_INGRESS = 0xFFFFFFF2           # clsact ingress parent (ffff:fff2)
+TC_EGRESS = 0xFFFFFFF3            # clsact egress parent (ffff:fff3)
+POLL_TIMEOUT_MS = 100             # poller wakes at least this often to notice stop()
+SWEEP_INTERVAL_S = 5.0            # how often open flows are checked for silent LRU eviction
+ETH_P_ALL = 0x0003
+
+
+class InspectorUnavailable(Exception):
+    """The kernel inspector cannot run here. `reason` says what is missing, `fix` what to do."""
+
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(f"{reason} (fix: {fix})")
+        self.reason = reason
+        self.fix = fix
+
+
+# -- prerequisites ---------------------------------------------------------------------------------------
+
+def _headers_present() -> bool:
+    build = Path("/lib/modules") / os.uname().release / "build"
+    return (build / "include").exists() or Path("/sys/kernel/kheaders.tar.xz").exists()
+
+
+def check_prerequisites() -> None:
+    """Raise InspectorUnavailable naming the first missing prerequisite."""
+    if os.geteuid() != 0:
+        raise InspectorUnavailable("not running as root (loading BPF and attaching tc filters needs it)",
+                                   "run `authwire serve` as root (or with CAP_BPF, CAP_NET_ADMIN, "
+                                   "CAP_PERFMON), or pass --no-inspector")
+    try:
+        import bcc  # noqa: F401
+    except ImportError as exc:
+        raise InspectorUnavailable(f"bcc is not importable ({exc})",
+                                   "apt-get install python3-bpfcc bpfcc-tools, and make the venv with "
+                                   "/usr/bin/python3 -m venv --system-site-packages (or run `make setup`)") \
+            from exc
+    if not _headers_present():
+        raise InspectorUnavailable(
+            f"no kernel headers under /lib/modules/{os.uname().release}/build",
+            "apt-get install linux-headers-$(uname -r) (or linux-headers-amd64 and link it: `make setup`)")
+    if not Path("/sys/kernel/tracing/events/tcp").exists() and \
+            not Path("/sys/kernel/debug/tracing/events/tcp").exists():
+        raise InspectorUnavailable("tracefs is not mounted (/sys/kernel/tracing)",
+                                   "mount -t tracefs tracefs /sys/kernel/tracing (or run `make setup`)")
+
+
+def source_dir() -> contextlib.AbstractContextManager[Path]:
+    """The installed package's bpf/ directory (package data) as a real path."""
+    return importlib.resources.as_file(importlib.resources.files("authwire") / "bpf")
+
+
+# -- compiled program ------------------------------------------------------------------------------------
+
+def _recent_slots(max_flows: int) -> int:
+    slots = 1
+    while slots < 2 * max_flows:
+        slots *= 2
+    return max(slots, 64)
+
+
+class CompiledProgram:
+    """One bcc compile + load of inspector.c (maps, tc programs, attached tracepoints, ring buffer).
+
+    Tests and benchmarks compile once and hand the program to several inspectors in turn; the ring buffer
+    callback dispatches to whichever inspector currently consumes it.
+    """
+
+    def __init__(self, max_flows: int) -> None:
+        import bcc
+
+        self.max_flows = max_flows
+        self.recent_slots = _recent_slots(max_flows)
+        with source_dir() as bpf_dir:
+            src = bpf_dir / "inspector.c"
+            if not src.exists():
+                raise InspectorUnavailable(f"{src} is missing from the installed package",
+                                           "reinstall authwire (pip install -e . from the checkout)")
+            cflags = [f"-I{bpf_dir}", f"-DAW_MAX_FLOWS={max_flows}", f"-DAW_RECENT_SLOTS={self.recent_slots}",
+                      "-Wno-unused-function"]
+            try:
+                self.bpf = bcc.BPF(src_file=str(src).encode(), cflags=cflags)
+                self.ingress = self.bpf.load_func(b"aw_tc_ingress", bcc.BPF.SCHED_CLS)
+                self.egress = self.bpf.load_func(b"aw_tc_egress", bcc.BPF.SCHED_CLS)
+            except Exception as exc:
+                raise InspectorUnavailable(f"BPF compile/load failed: {exc}",
+                                           "run `authwire doctor`; check kernel headers and dmesg") from exc
+        self.flows_fd = self.bpf[b"flows"].map_fd
+        self.recent_fd = self.bpf[b"recent"].map_fd
+        self._counters = self.bpf[b"counters"]
+        self.consumer: Any = None
+        self.bpf[b"events"].open_ring_buffer(self._on_event)
+        self._lib = __import__("bcc.libbcc", fromlist=["lib"]).lib
+
+    def _on_event(self, ctx: Any, data: Any, size: int) -> int:
+        consumer = self.consumer
+        if consumer is not None:
+            consumer(data, size)
+        return 0
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def counter_sums(self) -> dict[str, int]:
+        out = {}
+        for i, name in enumerate(ev.COUNTER_NAMES):
+            out[name] = int(sum(self._counters[ct.c_int(i)]))
+        return out
+
+    def lookup(self, key: bytes) -> ev.AwFlow | None:
+        k = ev.AwKey.from_buffer_copy(key)
+        leaf = ev.AwFlow()
+        if self._lib.bpf_lookup_elem(self.flows_fd, ct.byref(k), ct.byref(leaf)) != 0:
+            return None
+        return leaf
+
+    def forget(self, key: bytes) -> None:
+        """Mark a key's recent-slot as closed, so the kernel does not count it as evicted again."""
+        h = key_hash(key)
+        idx = ct.c_uint32(h & (self.recent_slots - 1))
+        val = ct.c_uint32(h & ~1 & 0xFFFFFFFF)
+        self._lib.bpf_update_elem(self.recent_fd, ct.byref(idx), ct.byref(val), 0)
+
+    def clear_flows(self) -> None:
+        self.bpf[b"flows"].clear()
+
+    def close(self) -> None:
+        self.consumer = None
+        self.bpf.cleanup()
+
+
+def key_hash(key: bytes) -> int:
+    """inspector.c key_hash(): FNV-1a over the key's native 32-bit words, then a final mix."""
+    h = 2166136261
+    for i in range(0, len(key), 4):
+        h ^= int.from_bytes(key[i:i + 4], "little")
+        h = (h * 16777619) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+# -- tc attach / detach ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _ipr(netns: str | None) -> Iterator[Any]:
+    from pyroute2 import IPRoute
+
+    ipr = IPRoute(netns=netns) if netns else IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def default_interfaces(netns: str | None = None) -> list[str]:
+    """Every UP non-loopback interface in the (current) network namespace, plus lo."""
+    names = []
+    with _ipr(netns) as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            up = bool(link["flags"] & 1)
+            if name != "lo" and up:
+                names.append(name)
+    return names + ["lo"]
+
+
+def _our_filters(ipr: Any, index: int, parent: int) -> list[Any]:
+    found = []
+    try:
+        filters = ipr.get_filters(index, parent=parent)
+    except Exception:  # no clsact qdisc: nothing of ours either
+        return []
+    for f in filters:
+        opts = f.get_attr("TCA_OPTIONS")
+        name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
+        if f.get_attr("TCA_KIND") == "bpf" and name and name.startswith(FILTER_NAME):
+            found.append(f)
+    return found
+
+
+def remove_filters(netns: str | None, interfaces: list[str]) -> int:
+    """Delete every authwire filter on these interfaces (ours or a crashed run's). Returns how many."""
+    removed = 0
+    with _ipr(netns) as ipr:
+        for name in interfaces:
+            links = ipr.link_lookup(ifname=name)
+            if not links:
+                continue
+            for parent in (TC_INGRESS, TC_EGRESS):
+                for f in _our_filters(ipr, links[0], parent):
+                    with contextlib.suppress(Exception):   # already gone: fine
+                        ipr.tc("del-filter", "bpf", links[0], f["handle"], parent=parent, info=f["info"])
+                        removed += 1
+    return removed
+
+
+def list_filters(netns: str | None, interface: str) -> list[str]:
+    """Names of authwire filters on an interface (for doctor and tests)."""
+    with _ipr(netns) as ipr:
+        links = ipr.link_lookup(ifname=interface)
+        if not links:
+            return []
+        return [f.get_attr("TCA_OPTIONS").get_attr("TCA_BPF_NAME")
+                for parent in (TC_INGRESS, TC_EGRESS) for f in _our_filters(ipr, links[0], parent)]
+
+
+def _attach(netns: str | None, interfaces: list[str], program: CompiledProgram) -> dict[int, str]:
+    """Attach ingress (+ egress except on lo) filters; returns ifindex -> name."""
+    names: dict[int, str] = {}
+    with _ipr(netns) as ipr:
+        for name in interfaces:
+            links = ipr.link_lookup(ifname=name)
+            if not links:
+                raise InspectorUnavailable(f"interface {name!r} does not exist in this network namespace",
+                                           "pass an existing interface with --iface (see `ip link`)")
+            index = links[0]
+            names[index] = name
+            try:
+                ipr.tc("add", "clsact", index)
+            except Exception as exc:
+                if getattr(exc, "code", None) != 17:   # EEXIST: a clsact qdisc is already there
+                    raise InspectorUnavailable(f"cannot add clsact qdisc on {name}: {exc}",
+                                               "use a kernel with CONFIG_NET_SCH_INGRESS") from exc
+            hooks = [(program.ingress, TC_INGRESS, "ingress")]
+            if name != "lo":
+                hooks.append((program.egress, TC_EGRESS, "egress"))
+            for fn, parent, label in hooks:
+                ipr.tc("add-filter", "bpf", index, ":1", fd=fn.fd, name=f"{FILTER_NAME}-{label}",
+                       parent=parent, prio=FILTER_PRIO, protocol=ETH_P_ALL, classid=1, direct_action=True)
+    return names
+
+
+# -- the running inspector -------------------------------------------------------------------------------
+
+class Inspector:
+    """A running kernel inspector: filters attached, poller thread feeding `table`."""
+
+    def __init__(self, program: CompiledProgram, interfaces: list[str], netns: str | None,
+                 grace_period: float, counters: Any = None, owns_program: bool = True) -> None:
+        self.program = program
+        self.interfaces = list(interfaces)
+        self.netns = netns
+        self._app_counters = counters
+        self._owns_program = owns_program
+        self._baseline = program.counter_sums()
+        self._ifnames: dict[int, str] = {}
+        self.table = ConnectionTable(grace_period, live_lookup=program.lookup,
+                                     kernel_counters=self.kernel_counters,
+                                     ifname=lambda index: self._ifnames.get(index, str(index)),
+                                     forget_key=program.forget)
+        self.decode_errors = 0
+        self._stop = threading.Event()
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._poll_loop, name="authwire-kernel-poller", daemon=True)
+
+    def _start(self) -> None:
+        remove_filters(self.netns, self.interfaces)   # stale filters from a crashed run
+        self.program.consumer = self._on_event
+        try:
+            self._ifnames = _attach(self.netns, self.interfaces, self.program)
+        except BaseException:
+            remove_filters(self.netns, self.interfaces)
+            self.program.consumer = None
+            raise
+        self._thread.start()
+
+    def _on_event(self, data: Any, size: int) -> None:
+        try:
+            event = ev.decode_event(data, size)
+        except ValueError:
+            self.decode_errors += 1
+            if self._app_counters is not None:
+                self._app_counters.inc("kernel.decode_errors")
+            return
+        self.table.apply(event)
+
+    def _poll_loop(self) -> None:
+        last_sweep = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.program.poll(POLL_TIMEOUT_MS)
+            except Exception:   # keep draining; a bad event must not stop the inspector
+                log.exception("kernel ring buffer poll failed")
+                time.sleep(0.1)
+            now = time.monotonic()
+            if now - last_sweep >= SWEEP_INTERVAL_S:
+                last_sweep = now
+                # Silent LRU evictions are only possible once the map has been filled.
+                if self.kernel_counters()["flows_opened"] > self.program.max_flows:
+                    self.table.sweep()
+
+    def kernel_counters(self) -> dict[str, int]:
+        sums = self.program.counter_sums()
+        return {name: sums[name] - self._baseline.get(name, 0) for name in sums}
+
+    def counters(self) -> dict[str, int]:
+        """Live kernel counters (per-CPU sums since this inspector started) plus the table's own."""
+        out = self.kernel_counters()
+        out["evictions_swept"] = self.table.evictions_swept
+        out["events_applied"] = self.table.events_applied
+        out["decode_errors"] = self.decode_errors
+        out["listener_errors"] = self.table.listener_errors
+        out["flows_open"] = self.table.open_count()
+        return out
+
+    def stop(self) -> None:
+        """Detach the filters and stop the poller. Idempotent; safe from signal handlers and atexit."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._stop.set()
+        try:
+            remove_filters(self.netns, self.interfaces)
+        except Exception:
+            log.exception("removing authwire tc filters failed")
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2)
+        self.program.consumer = None
+        if self._owns_program:
+            with contextlib.suppress(Exception):
+                self.program.close()
+
+
+def _install_sigterm(inspector: Inspector) -> None:
+    """Detach on SIGTERM when no one else handles it (serve installs its own handler and calls stop)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        inspector.stop()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def start_inspector(config: Any, counters: Any = None, *, netns: str | None = None,
+                    program: CompiledProgram | None = None) -> Inspector:
+    """Start the kernel inspector for config.iface (default: UP non-loopback interfaces plus lo).
+
+    netns: attach in that named network namespace instead of the current one (tests, benchmarks).
+    program: reuse an already compiled program (tests compile once per session); not closed on stop().
+    Raises InspectorUnavailable(reason, fix) when this host cannot run it.
+    """
+    if getattr(config, "no_inspector", False):
+        raise InspectorUnavailable("disabled by --no-inspector", "drop --no-inspector")
+    check_prerequisites()
+    if shutil.which("tc") is None:
+        log.debug("tc binary not found; pyroute2 does the attaching, so this is only informational")
+    interfaces = list(getattr(config, "iface", None) or []) or default_interfaces(netns)
+    max_flows = int(getattr(config, "max_flows", 65536))
+    if max_flows < 1:
+        raise InspectorUnavailable(f"--max-flows {max_flows} is not positive", "pass --max-flows >= 1")
+    owns = program is None
+    if program is None:
+        program = CompiledProgram(max_flows)
+    else:
+        program.clear_flows()
+    inspector = Inspector(program, interfaces, netns, float(getattr(config, "grace_period", 30.0)),
+                          counters, owns_program=owns)
+    try:
+        inspector._start()
+    except InspectorUnavailable:
+        if owns:
+            program.close()
+        raise
+    except Exception as exc:
+        if owns:
+            program.close()
+        raise InspectorUnavailable(f"attaching tc filters failed: {exc}",
+                                   "run `authwire doctor`; check the interface names and CAP_NET_ADMIN") \
+            from exc
+    atexit.register(inspector.stop)
+    _install_sigterm(inspector)
+    log.info("kernel inspector attached to %s (max %d flows)", ", ".join(inspector.interfaces), max_flows)
+    return inspector
