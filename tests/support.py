@@ -134,7 +134,8 @@ def start_sidecar(tmp_path: Path, *extra_args: str, db: Path | None = None, netn
     args += list(extra_args)
     command = [AUTHWIRE, *args]
     if netns:
-        command = ["ip", "netns", "exec", netns, *command]
+        # nsenter, not `ip netns exec`: that remounts /sys and hides tracefs/bpffs from the inspector.
+        command = ["nsenter", f"--net=/run/netns/{netns}", "--", *command]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
