@@ -59,7 +59,9 @@ def start_inspector(config: Config, counters: Counters):
 async def serve(config: Config) -> None:
     counters = Counters()
     store = Store(config.db)
-    inspector, inspector_status = start_inspector(config, counters)
+    # In a worker thread: pyroute2's synchronous API (tc attach) runs its own event loop, which fails
+    # inside this running one ("This event loop is already running").
+    inspector, inspector_status = await asyncio.to_thread(start_inspector, config, counters)
     table = inspector.table if inspector is not None else None
     jsonl = JsonlSink(config.jsonl, config.jsonl_max_bytes, config.jsonl_keep) if config.jsonl else None
     pipeline = Pipeline(store, Joiner(table, config.join_wait, counters), counters, jsonl)
@@ -113,7 +115,7 @@ async def serve(config: Config) -> None:
         await server.stop(SHUTDOWN_GRACE_SECONDS)
         await pipeline.close()
         if inspector is not None:
-            inspector.stop()
+            await asyncio.to_thread(inspector.stop)  # tc detach: pyroute2 again, see above
         store.close()
         log.info("authwire stopped")
 
