@@ -211,7 +211,9 @@ class EnvoyProcess:
                # base-id keeps several Envoys (parallel tests) from fighting over shared memory names.
                "--base-id", str(os.getpid() % 60000 + int(time.monotonic() * 1000) % 5000)]
         if netns:
-            cmd = ["ip", "netns", "exec", netns, *cmd]
+            from .netns_lab import in_netns
+
+            cmd = in_netns(netns, cmd)
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

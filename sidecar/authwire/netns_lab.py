@@ -125,7 +125,7 @@ class Lab:
 
     @staticmethod
     def argv(ns_name: str, command: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", ns_name, *command]
+        return in_netns(ns_name, command)
 
     def client_by_ip(self, ip: str) -> Host | None:
         return next((h for h in self.clients if h.ip == ip), None)
@@ -143,6 +143,15 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def in_netns(ns_name: str, command: list[str]) -> list[str]:
+    """Run command in a named network namespace, keeping the host's mounts.
+
+    Not `ip netns exec`: it also enters a new mount namespace and remounts /sys, which hides tracefs,
+    debugfs and bpffs from the kernel inspector (bcc then finds no tracepoints).
+    """
+    return ["nsenter", f"--net=/run/netns/{ns_name}", "--", *command]
 
 
 def leftover_namespaces(prefix: str = PREFIX) -> list[str]:
