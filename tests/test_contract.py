@@ -56,3 +56,26 @@ def test_enriched_record_round_trips_binary_and_json():
     assert as_json["event"]["gateway_connection_id"] == str(2**63 + 5)
     assert as_json["connection"]["syn"]["window_scale"] == -1
     assert from_json(json.dumps(as_json), record_pb2.EnrichedRecord()) == record
+
+
+def test_fast_json_mapping_equals_protobufs_own():
+    from google.protobuf import json_format
+
+    from authwire.v1 import query_pb2
+    record = record_pb2.EnrichedRecord(
+        event=auth_event_pb2.AuthEvent(request_id="x", gateway_connection_id=7, connection_requests=3,
+                                       auth=auth_event_pb2.Auth(reason=77, jwt=auth_event_pb2.JwtClaims(exp=5))),
+        connection=connection_pb2.Connection(syn=connection_pb2.SynFingerprint(option_kinds=[2, 0], ts_val=1)),
+        join=record_pb2.Join(kernel_events_lost=1, behind_proxy=True))
+    record.event.start_time.FromNanoseconds(1_700_000_000_123_456_789)
+    record.event.latency.FromNanoseconds(1_500_000)
+    record.join.waited.FromNanoseconds(0)
+    stats = query_pb2.StatsResponse(counters=[query_pb2.Counter(name="a", value=2**60)])
+    filters = query_pb2.Filters(retransmits_gt=0)  # proto3 optional: present even at zero
+    other = record_pb2.EnrichedRecord()
+    other.event.start_time.FromNanoseconds(1_700_000_000_120_000_000)
+    other.event.latency.FromNanoseconds(2_000_123_000)
+    other.received_time.FromSeconds(1_700_000_000)
+    other.join.connection_age.FromNanoseconds(-1_500_000_000)
+    for message in (record, other, stats, filters, record_pb2.EnrichedRecord()):
+        assert to_dict(message) == json_format.MessageToDict(message, preserving_proto_field_name=True)
