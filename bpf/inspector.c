@@ -63,7 +63,13 @@ static __always_inline u32 key_hash(const struct aw_key *k)
         h ^= w[i];
         h *= 16777619u;
     }
-    return h ^ (h >> 15);
+    /* murmur3 finalizer: word-wise FNV leaves the low bits (the slot index) poorly mixed. */
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
 }
 
 static __always_inline void remember(const struct aw_key *k, int open)

@@ -7,8 +7,8 @@
         sock.connect((c.server_ip4, 8080))
         topo.server_ifaces                                 # veth names inside the server netns
 
-Client i's link: client side `cli{i}` (10.77.{i}.2/24, fd77:{i}::2/64) <-> server side `srv{i}`
-(10.77.{i}.1/24, fd77:{i}::1/64), inside their namespaces, so nothing touches the host's network. Names
+Client i's link: client side `cli{i}` (10.77.{i}.2/24, fd77:{i+1}::2/64) <-> server side `srv{i}`
+(10.77.{i}.1/24, fd77:{i+1}::1/64), inside their namespaces, so nothing touches the host's network. Names
 of namespaces include the pid and a counter so parallel or leftover runs never collide. Leaving the
 `with` block (also on failure) deletes every namespace it made, which removes their veths and tc filters.
 """
@@ -106,7 +106,7 @@ class Topology:
                 cli, srv = f"cli{i}", f"srv{i}"
                 run("ip", "-n", ns, "link", "add", cli, "mtu", str(self.mtu), "type", "veth",
                     "peer", "name", srv, "netns", self.server_ns, "mtu", str(self.mtu))
-                client = Client(i, ns, cli, f"10.77.{i}.2", f"fd77:{i}::2", f"10.77.{i}.1", f"fd77:{i}::1")
+                client = Client(i, ns, cli, f"10.77.{i}.2", f"fd77:{i + 1}::2", f"10.77.{i}.1", f"fd77:{i + 1}::1")
                 run("ip", "-n", ns, "addr", "add", f"{client.ip4}/24", "dev", cli)
                 run("ip", "-n", ns, "addr", "add", f"{client.ip6}/64", "dev", cli, "nodad")
                 run("ip", "-n", self.server_ns, "addr", "add", f"{client.server_ip4}/24", "dev", srv)

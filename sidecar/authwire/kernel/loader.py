@@ -146,11 +146,15 @@ class CompiledProgram:
         return leaf
 
     def forget(self, key: bytes) -> None:
-        """Mark a key's recent-slot as closed, so the kernel does not count it as evicted again."""
+        """Clear a key's recent-slot (user space counted its eviction): its next packet then starts a
+        mid-stream flow without the kernel counting the same eviction again."""
         h = key_hash(key)
         idx = ct.c_uint32(h & (self.recent_slots - 1))
-        val = ct.c_uint32(h & ~1 & 0xFFFFFFFF)
-        self._lib.bpf_update_elem(self.recent_fd, ct.byref(idx), ct.byref(val), 0)
+        current = ct.c_uint32(0)
+        if self._lib.bpf_lookup_elem(self.recent_fd, ct.byref(idx), ct.byref(current)) == 0 and \
+                current.value == (h | 1):
+            zero = ct.c_uint32(0)
+            self._lib.bpf_update_elem(self.recent_fd, ct.byref(idx), ct.byref(zero), 0)
 
     def clear_flows(self) -> None:
         self.bpf[b"flows"].clear()
@@ -161,12 +165,16 @@ class CompiledProgram:
 
 
 def key_hash(key: bytes) -> int:
-    """inspector.c key_hash(): FNV-1a over the key's native 32-bit words, then a final mix."""
+    """inspector.c key_hash(): FNV-1a over the key's native 32-bit words, then murmur3's finalizer."""
     h = 2166136261
     for i in range(0, len(key), 4):
         h ^= int.from_bytes(key[i:i + 4], "little")
         h = (h * 16777619) & 0xFFFFFFFF
-    return h ^ (h >> 15)
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
 
 
 # -- tc attach / detach ----------------------------------------------------------------------------------
@@ -327,6 +335,9 @@ class Inspector:
     def counters(self) -> dict[str, int]:
         """Live kernel counters (per-CPU sums since this inspector started) plus the table's own."""
         out = self.kernel_counters()
+        # evictions: all of them; evictions_swept: the part user space found (flow gone from the map
+        # before the kernel saw another packet of it, or its recent-slot taken by another key).
+        out["evictions"] += self.table.evictions_swept
         out["evictions_swept"] = self.table.evictions_swept
         out["events_applied"] = self.table.events_applied
         out["decode_errors"] = self.decode_errors

@@ -1,0 +1,188 @@
+"""Per-connection facts measured by the kernel inspector, checked against ground truth on a real veth."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from capture import Capture
+from conftest import running_inspector, wait_connection
+
+from authwire.v1 import connection_pb2
+from netns import Topology
+from support import wait_until
+
+pytestmark = pytest.mark.kernel
+
+PORT = 8080
+ST = connection_pb2
+
+
+def tcp_info(sock: socket.socket) -> dict[str, int]:
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    rtt, = struct.unpack_from("I", raw, 68)
+    unacked, = struct.unpack_from("I", raw, 24)
+    total_retrans, = struct.unpack_from("I", raw, 100)
+    return {"rtt_us": rtt, "unacked": unacked, "total_retrans": total_retrans}
+
+
+def _pair(topo: Topology, server: socket.socket, client_index: int = 0):
+    client = topo.clients[client_index]
+    sock = client.socket()
+    sock.settimeout(5)
+    sock.connect((client.server_ip4, PORT))
+    peer, _ = server.accept()
+    peer.settimeout(5)
+    src = sock.getsockname()
+    return sock, peer, (src[0], src[1]), (client.server_ip4, PORT)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "peer closed early"
+        data += chunk
+    return data
+
+
+def test_handshake_rtt_matches_client_tcp_info(program, topo):
+    with running_inspector(program, topo) as insp:
+        server = topo.server_socket(PORT)
+        sock, peer, src, dst = _pair(topo, server)
+        info = tcp_info(sock)   # before any data: srtt comes from the handshake alone
+        conn = wait_connection(insp, src, dst, state=ST.CONNECTION_STATE_ESTABLISHED)
+        rtt_ns = conn.handshake_rtt.ToNanoseconds()
+        assert rtt_ns > 0
+        # Both measure one round trip over the same veth: the SYN-ACK -> ACK time at the server cannot
+        # exceed the client's own SYN -> SYN-ACK sample by more than scheduling noise.
+        assert rtt_ns / 1000 <= info["rtt_us"] + 1000, (rtt_ns, info)
+        assert conn.synack_time.ToNanoseconds() <= conn.established_time.ToNanoseconds()
+        assert conn.established_time.ToNanoseconds() - conn.synack_time.ToNanoseconds() == rtt_ns
+        assert conn.history.startswith("ShA")
+        sock.close()
+        peer.close()
+        server.close()
+
+
+def test_bytes_and_packets_per_direction_are_exact(program, topo):
+    client = topo.clients[0]
+    with running_inspector(program, topo) as insp:
+        capture = Capture(client.ns, client.iface)
+        server = topo.server_socket(PORT)
+        sock, peer, src, dst = _pair(topo, server)
+        for sock_ in (sock, peer):
+            sock_.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(5):   # request/response: 100 bytes up, 300 down, each below one MSS
+            sock.sendall(bytes([i]) * 100)
+            _recv_exact(peer, 100)
+            peer.sendall(bytes([i]) * 300)
+            _recv_exact(sock, 300)
+        sock.close()
+        assert peer.recv(1) == b""
+        peer.close()
+        server.close()
+        segments = [s for s in capture.drain(quiet=0.3) if {s.src, s.dst} == {src, dst}]
+        capture.close()
+        up = [s for s in segments if s.src == src]
+        down = [s for s in segments if s.src == dst]
+        conn = wait_connection(insp, src, dst, state=ST.CONNECTION_STATE_CLOSED)
+        assert conn.to_server.bytes == sum(s.payload_len for s in up) == 500
+        assert conn.to_client.bytes == sum(s.payload_len for s in down) == 1500
+        assert conn.to_server.packets == len(up)
+        assert conn.to_client.packets == len(down)
+        assert conn.to_server.fins == 1 and conn.to_client.fins == 1
+        assert conn.to_server.retransmits == conn.to_client.retransmits == 0
+        assert conn.closed_by == ST.CLOSE_INITIATOR_CLIENT
+        assert conn.history == "ShADadFf"
+        assert conn.HasField("close_time")
+
+
+def test_retransmits_counted_when_loss_is_injected(program, topo):
+    client = topo.clients[0]
+    with running_inspector(program, topo) as insp:
+        server = topo.server_socket(PORT)
+        sock, peer, src, dst = _pair(topo, server)
+        wait_connection(insp, src, dst, state=ST.CONNECTION_STATE_ESTABLISHED)
+        # Drop the server's data on the client's side, behind the inspector (which sees every attempt).
+        client.exec("nft", "add table inet awloss")
+        client.exec("nft", "add chain inet awloss in { type filter hook input priority 0 ; }")
+        client.exec("nft", f"add rule inet awloss in tcp sport {PORT} ip length > 100 drop")
+        try:
+            peer.sendall(b"r" * 500)
+            wait_until(lambda: tcp_info(peer)["total_retrans"] >= 2, 10, "the server to retransmit twice")
+        finally:
+            client.exec("nft", "delete table inet awloss")
+        assert _recv_exact(sock, 500) == b"r" * 500
+        wait_until(lambda: tcp_info(peer)["unacked"] == 0, 5, "the server to have nothing unacked")
+        retrans = tcp_info(peer)["total_retrans"]
+        conn = wait_connection(insp, src, dst)
+        assert conn.to_client.retransmits == retrans       # seen on the wire: sequence went backwards
+        assert conn.to_client.stack_retransmits == retrans  # reported by tcp:tcp_retransmit_skb
+        assert conn.to_server.retransmits == 0
+        assert "t" in conn.history
+        assert conn.to_client.bytes == 500 * (1 + retrans)
+        sock.close()
+        peer.close()
+        server.close()
+
+
+@pytest.mark.parametrize("aborter", ["client", "server"])
+def test_rst_attribution(program, topo, aborter):
+    with running_inspector(program, topo) as insp:
+        server = topo.server_socket(PORT)
+        sock, peer, src, dst = _pair(topo, server)
+        sock.sendall(b"hello")
+        _recv_exact(peer, 5)
+        victim, other = (sock, peer) if aborter == "client" else (peer, sock)
+        victim.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        victim.close()   # SO_LINGER 0: abort with RST instead of FIN
+        conn = wait_connection(insp, src, dst, state=ST.CONNECTION_STATE_RESET)
+        expected = ST.CLOSE_INITIATOR_CLIENT if aborter == "client" else ST.CLOSE_INITIATOR_SERVER
+        assert conn.closed_by == expected
+        resetter, quiet = (conn.to_server, conn.to_client) if aborter == "client" else \
+            (conn.to_client, conn.to_server)
+        assert resetter.rsts == 1 and quiet.rsts == 0
+        assert resetter.fins == quiet.fins == 0
+        assert ("R" if aborter == "client" else "r") in conn.history
+        assert conn.HasField("close_time")
+        other.close()
+        server.close()
+
+
+def test_eviction_is_counted_and_nothing_crashes(program):
+    """max_flows is tiny for the session program (conftest): overflowing it evicts, visibly."""
+    with Topology(clients=1) as topo, running_inspector(program, topo) as insp:
+        server = topo.server_socket(PORT, backlog=512)
+        client = topo.clients[0]
+        pairs = []
+        try:
+            for _ in range(3 * program.max_flows):
+                s = client.socket()
+                s.connect((client.server_ip4, PORT))
+                pairs.append((s, server.accept()[0]))
+            for s, _ in pairs[: program.max_flows]:   # the oldest flows speak again
+                s.sendall(b"x")
+            wait_until(lambda: insp.counters()["evictions"] > 0, 5, "the kernel to count an eviction")
+            evicted = wait_until(
+                lambda: [c for c in insp.table.all(include_closed=True)
+                         if c.state == ST.CONNECTION_STATE_EVICTED], 5, "an EVICTED connection in the table")
+            assert all(c.HasField("close_time") for c in evicted)
+            assert insp.table.events_lost() > 0   # evictions are lost events for the join
+            assert insp.counters()["midstream_flows"] > 0   # evicted flows that spoke again: tracked anew
+            # Still working: a new connection is tracked with its SYN.
+            s = client.socket()
+            s.connect((client.server_ip4, PORT))
+            peer = server.accept()[0]
+            pairs.append((s, peer))
+            src = s.getsockname()
+            conn = wait_connection(insp, (src[0], src[1]), (client.server_ip4, PORT),
+                                   state=ST.CONNECTION_STATE_ESTABLISHED)
+            assert conn.syn.mss > 0 and not conn.mid_stream
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
+            server.close()
+        assert insp.counters()["parse_errors"] == 0
