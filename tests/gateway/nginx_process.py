@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = ROOT / "gateway-plugins" / "lua"
+ADAPTER_DIRS = (ROOT / "gateway-plugins" / "apisix", ROOT / "gateway-plugins" / "kong")
 STANDINS = Path(__file__).resolve().parent / "standins"
 TEST_LUA = Path(__file__).resolve().parent / "lua"
 MODULES = Path("/usr/lib/nginx/modules")
@@ -69,7 +70,7 @@ class Nginx:
 
 def render(http_body: str, prefix: Path, port: int, *, error_level: str = "notice",
            worker_connections: int = 1024) -> str:
-    lua_path = ";".join(f"{d}/?.lua" for d in (LUA_DIR, STANDINS, TEST_LUA, prefix / "lua")) + ";;"
+    lua_path = ";".join(f"{d}/?.lua" for d in (LUA_DIR, *ADAPTER_DIRS, STANDINS, TEST_LUA, prefix / "lua")) + ";;"
     loads = "\n".join(f"load_module {MODULES / m};" for m in LUA_MODULES)
     temp = "\n".join(f"  {kind}_temp_path {prefix}/tmp/{kind};"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))

@@ -57,7 +57,7 @@ local function int(v)
   return nil
 end
 
---- Claims subset from a compact JWS ("header.payload.signature"), or nil when it is not one.
+--- Claims subset (and the decoded payload) of a compact JWS ("header.payload.signature"), or nil.
 -- @param token string, optionally prefixed with "Bearer "
 function _M.from_token(token)
   if type(token) ~= "string" then
@@ -89,7 +89,8 @@ function _M.from_token(token)
   if jti then
     claims.jti_hash = digest.sha256_hex(jti)
   end
-  return claims
+  -- the decoded payload is for the caller's own lookups (e.g. its key claim); never report it whole
+  return claims, payload
 end
 
 return _M
