@@ -280,4 +280,8 @@ class Joiner:
 
     async def join_batch(self, events: Sequence[auth_event_pb2.AuthEvent]) -> list[JoinResult]:
         """Join concurrently: one early report's wait never holds up the others of its batch."""
+        if self.table is None:  # no waiting possible: skip a task per event (~10 us each at ingest rates)
+            self.counters.inc("join", "INSPECTOR_OFF", len(events))
+            return [(None, record_pb2.Join(status=record_pb2.JOIN_STATUS_INSPECTOR_OFF,
+                                           behind_proxy=bool(e.forwarded_for))) for e in events]
         return list(await asyncio.gather(*(self.join(e) for e in events)))
