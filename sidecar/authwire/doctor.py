@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import uuid
@@ -67,12 +66,15 @@ def _mount(name: str, path: str, fstype: str) -> Callable[[], Check]:
     return check
 
 
-def _capabilities() -> Check:
-    caps = 0
+def _has_capability(cap: int) -> bool:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("CapEff:"):
-            caps = int(line.split()[1], 16)
-    have = lambda c: bool(caps >> c & 1)  # noqa: E731
+            return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
+def _capabilities() -> Check:
+    have = _has_capability
     bpf_ok = have(CAP_SYS_ADMIN) or (have(CAP_BPF) and have(CAP_PERFMON))
     ok = bpf_ok and have(CAP_NET_ADMIN)
     missing = [n for n, c in (("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON), ("CAP_NET_ADMIN", CAP_NET_ADMIN))
@@ -84,8 +86,9 @@ def _capabilities() -> Check:
 
 def _clsact() -> Check:
     """Really add a clsact qdisc, in a throwaway network namespace so nothing of the host changes."""
-    if os.geteuid() != 0:
-        return Check("tc clsact", False, "not checked (needs root)", "run `authwire doctor` as root")
+    if not (_has_capability(CAP_NET_ADMIN) and _has_capability(CAP_SYS_ADMIN)):
+        return Check("tc clsact", False, "not checked (needs CAP_NET_ADMIN + CAP_SYS_ADMIN for a scratch "
+                     "network namespace)", "run `authwire doctor` as root")
     ns = f"authwire-doctor-{uuid.uuid4().hex[:8]}"
     try:
         subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=10)
