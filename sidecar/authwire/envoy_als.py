@@ -20,6 +20,7 @@ once per reason per minute. Secrets never appear: the Authorization header is ne
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -42,6 +43,7 @@ SOURCE = "envoy-als"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 BASIC_FILTER = "envoy.filters.http.basic_auth"
 MAX_MESSAGE = 256
+MAX_IN_FLIGHT = 16  # batches of one stream being validated/joined/stored at once (bounds memory)
 
 # jwt_authn status strings (Envoy source/common/jwt/status.cc) -> normalized reason. Anything else about
 # the token's shape or claims is INVALID_CREDENTIALS; JWKS-side problems are OTHER (the gateway's fault).
@@ -301,6 +303,7 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
         self.consumer_key = config.consumer_header.lower()
         self.counters = counters
         self._problems = _OncePerReason()
+        self._tasks: set[asyncio.Task] = set()
 
     def _unmapped(self, reason: str, message: str, n: int = 1) -> None:
         self.counters.inc("envoy_als.unmapped", reason, n)
@@ -309,6 +312,7 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
     async def StreamAccessLogs(self, request_iterator, context: grpc.aio.ServicerContext  # noqa: N802
                                ) -> als_pb2.StreamAccessLogsResponse:
         node: EnvoyNode | None = None
+        in_flight: set[asyncio.Task] = set()
         self.counters.inc("envoy_als.streams")
         async for message in request_iterator:
             if node is None:
@@ -333,17 +337,31 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
                     self._unmapped(exc.reason, f"entry {entry.request.request_id or '?'} skipped: {exc}")
             if not events:
                 continue
-            try:
-                response = await self.pipeline.report(events, SOURCE)
-            except StoreUnavailable as exc:
-                # Envoy does not resend access logs: these are lost; say so and count them.
-                self.counters.inc("envoy_als.lost", "store_unavailable", len(events))
-                self._problems.log("store_unavailable", f"{len(events)} entries lost: {exc}")
-                continue
-            for rejection in response.rejections:
-                self._problems.log(f"rejected:{rejection.field}",
-                                   f"entry rejected by validation: {rejection.field}: {rejection.reason}")
+            # Keep reading while earlier batches wait for their joins (up to join_wait each): awaiting
+            # each report in turn would stall the stream, and Envoy drops what it cannot send.
+            task = asyncio.get_running_loop().create_task(self._report(events))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            # The loop keeps only weak references: hold one until done, even if this stream is cancelled.
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            if len(in_flight) >= MAX_IN_FLIGHT:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        if in_flight:
+            await asyncio.gather(*in_flight)
         return als_pb2.StreamAccessLogsResponse()
+
+    async def _report(self, events: list[ae.AuthEvent]) -> None:
+        try:
+            response = await self.pipeline.report(events, SOURCE)
+        except StoreUnavailable as exc:
+            # Envoy does not resend access logs: these are lost; say so and count them.
+            self.counters.inc("envoy_als.lost", "store_unavailable", len(events))
+            self._problems.log("store_unavailable", f"{len(events)} entries lost: {exc}")
+            return
+        for rejection in response.rejections:
+            self._problems.log(f"rejected:{rejection.field}",
+                               f"entry rejected by validation: {rejection.field}: {rejection.reason}")
 
     def _unmapped_stream_without_identifier(self) -> None:
         self.counters.inc("envoy_als.no_identifier")

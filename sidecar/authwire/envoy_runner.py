@@ -78,7 +78,7 @@ def _address(target: str) -> dict[str, Any]:
 @dataclass
 class GatewaySpec:
     listen: str                 # "ip:port" Envoy accepts clients on
-    als_target: str             # authwire's gRPC address: "unix:/path" or "host:port"
+    als_target: str | None      # authwire's gRPC address: "unix:/path" or "host:port"; None = no ALS
     admin_socket: str           # unix socket path of Envoy's admin endpoint
     upstream: str | None = None  # "ip:port" of the backend; None = Envoy answers 200 itself
     node_id: str = "authwire-envoy"
@@ -101,7 +101,7 @@ def render_config(spec: GatewaySpec, creds: DemoCredentials) -> dict[str, Any]:
     def route(name: str, prefix: str, per_filter: dict[str, Any]) -> dict[str, Any]:
         return {"name": name, "match": {"prefix": prefix}, **action, "typed_per_filter_config": per_filter}
 
-    hcm = {
+    hcm: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
                  ".HttpConnectionManager",
         "stat_prefix": "ingress",
@@ -156,7 +156,9 @@ def render_config(spec: GatewaySpec, creds: DemoCredentials) -> dict[str, Any]:
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
     }
-    clusters: list[dict[str, Any]] = [{
+    if spec.als_target is None:  # the bench's "without authwire" gateway
+        del hcm["access_log"]
+    clusters: list[dict[str, Any]] = [] if spec.als_target is None else [{
         "name": "authwire",
         "type": "STATIC",
         "connect_timeout": "1s",

@@ -1,0 +1,120 @@
+"""Envoy throughput with authwire (kernel inspector + ALS) vs without, in one run; ALS ingest rate and drops.
+
+Lab (network namespaces, authwire.netns_lab): one gateway namespace running two identical Envoys (1 worker
+each; jwt_authn verifying a valid token on every request):
+  - "without": port 8090, no access log, reached through client A's link, which the inspector does not watch;
+  - "with":    port 8080, gRPC access log to authwire, reached through client B's link, where `authwire serve`
+               (in the gateway namespace) has its tc programs attached.
+Both clients have the same stack. wrk runs from the client namespaces, alternating phases (ROUNDS x
+PHASE_S each: without, inspector only = ALS-less Envoy through the watched link, with), so drift on the
+machine hits all alike. Prints:
+
+  envoy_overhead: without=<req/s> with=<req/s> ratio=<with/without> (goal >= 0.95)
+  envoy_overhead_inspector_only: ... (the tc programs' share of the cost)
+  envoy_als_ingest: <entries/s> stored while Envoy served <req/s>; logs_dropped=<n> (goal 0)
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from authwire.demo_credentials import DemoCredentials  # noqa: E402
+from authwire.envoy_runner import EnvoyProcess, GatewaySpec  # noqa: E402
+from authwire.netns_lab import ClientStack, Lab  # noqa: E402
+from authwire.v1 import query_pb2  # noqa: E402
+from support import start_sidecar  # noqa: E402
+
+ROUNDS = 3
+PHASE_S = 5
+CONNECTIONS = 32
+
+
+def wrk(lab: Lab, host_index: int, url: str, token: str) -> float:
+    host = lab.clients[host_index]
+    result = subprocess.run(
+        lab.argv(host.netns, ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{PHASE_S}s", "--timeout", "2s",
+                              "-H", f"Authorization: Bearer {token}", url]),
+        capture_output=True, text=True, timeout=PHASE_S + 30)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    if result.returncode != 0 or not match:
+        raise RuntimeError(f"wrk failed: {result.stdout}{result.stderr}")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
+    if non2xx:
+        raise RuntimeError(f"wrk saw {non2xx.group(1)} error responses: the token was refused?")
+    return float(match.group(1))
+
+
+def stored(sidecar) -> int:
+    return sidecar.query().Stats(query_pb2.StatsRequest(), timeout=10).store_records
+
+
+def main() -> int:
+    creds = DemoCredentials()
+    token = creds.token("bench")
+    with tempfile.TemporaryDirectory() as tmp_name, Lab(net=79) as lab:
+        tmp = Path(tmp_name)
+        lab.create_gateway()
+        plain_client = lab.add_client(ClientStack("a"))
+        watched_client = lab.add_client(ClientStack("b"))
+        sidecar = start_sidecar(tmp, "--iface", watched_client.gateway_iface, "--retention-age", "0",
+                                netns=lab.gateway_ns, inspector=True)
+        envoys: list[EnvoyProcess] = []
+        try:
+            stats = sidecar.query().Stats(query_pb2.StatsRequest(), timeout=5)
+            if not stats.inspector_running:
+                raise RuntimeError(f"kernel inspector not running: {stats.inspector_status}")
+            plain = EnvoyProcess(GatewaySpec(listen="0.0.0.0:8090", als_target=None,
+                                             admin_socket=str(tmp / "plain.sock")), creds, tmp / "plain",
+                                 netns=lab.gateway_ns)
+            envoys.append(plain)
+            observed = EnvoyProcess(GatewaySpec(listen="0.0.0.0:8080", als_target=sidecar.address,
+                                                admin_socket=str(tmp / "als.sock")), creds, tmp / "als",
+                                    netns=lab.gateway_ns)
+            envoys.append(observed)
+            plain.wait_ready()
+            observed.wait_ready()
+            without: list[float] = []
+            with_: list[float] = []
+            inspector_only: list[float] = []
+            ingest_rates: list[float] = []
+            for _ in range(ROUNDS):
+                without.append(wrk(lab, 0, f"http://{plain_client.gateway_ip}:8090/jwt/bench", token))
+                # The ALS-less Envoy through the watched link: the tc programs' cost alone.
+                inspector_only.append(wrk(lab, 1, f"http://{watched_client.gateway_ip}:8090/jwt/bench", token))
+                before, t0 = stored(sidecar), time.monotonic()
+                with_.append(wrk(lab, 1, f"http://{watched_client.gateway_ip}:8080/jwt/bench", token))
+                # Entries still in flight land within a flush interval or two; count them to this phase.
+                deadline = time.monotonic() + 10
+                written = observed.stats("access_logs").get("access_logs.grpc_access_log.logs_written", 0)
+                while stored(sidecar) < written and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                ingest_rates.append((stored(sidecar) - before) / (time.monotonic() - t0))
+            als = observed.stats("access_logs")
+            dropped = als.get("access_logs.grpc_access_log.logs_dropped", 0)
+            written = als.get("access_logs.grpc_access_log.logs_written", 0)
+            total = stored(sidecar)
+        finally:
+            for envoy in envoys:
+                envoy.stop()
+            sidecar.stop()
+    best_without, best_with = max(without), max(with_)
+    ratio = sum(with_) / sum(without)
+    print(f"envoy_overhead: without={sum(without) / ROUNDS:.0f} req/s with={sum(with_) / ROUNDS:.0f} req/s "
+          f"ratio={ratio:.3f} (goal >= 0.95; best {best_without:.0f} vs {best_with:.0f}; "
+          f"{ROUNDS}x{PHASE_S}s alternating, wrk -c{CONNECTIONS}, Envoy 1 worker, jwt_authn on every request)")
+    print(f"envoy_overhead_inspector_only: without={sum(without) / ROUNDS:.0f} req/s "
+          f"with={sum(inspector_only) / ROUNDS:.0f} req/s ratio={sum(inspector_only) / sum(without):.3f} "
+          "(tc programs on the gateway's link, no access log)")
+    print(f"envoy_als_ingest: {sum(ingest_rates) / ROUNDS:.0f} entries/s stored (with the inspector joining "
+          f"each); logs_written={written} stored={total} logs_dropped={dropped} (goal 0)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
