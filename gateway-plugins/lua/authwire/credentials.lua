@@ -1,6 +1,6 @@
 -- The non-secret identity a request *claimed*, read from its credentials without keeping them: used for
 -- failed attempts (who tried?), where the gateway attached no consumer. Only ids leave: the Basic username
--- (never the password), the HMAC keyId (never the signature), the JWT's key claim (never the token).
+-- (never the password), the HMAC key id / username (never the signature), the JWT's key claim (never the token).
 -- key-auth has no id apart from the key, which is the secret: nothing is reported for it.
 local jwt_claims = require("authwire.jwt_claims")
 
@@ -19,7 +19,9 @@ function _M.hmac_key_id(authorization)
   if type(authorization) ~= "string" then
     return nil
   end
-  return authorization:match('[Kk]ey[Ii]d%s*=%s*"([^"]+)"') or authorization:match("^%s*hmac%s+([^:]+):")
+  -- APISIX 3.x: Signature keyId="..."; Kong: hmac username="..."; older APISIX/Kong: hmac <id>:<sig>
+  return authorization:match('[Kk]ey[Ii]d%s*=%s*"([^"]+)"') or authorization:match('username%s*=%s*"([^"]+)"')
+    or authorization:match("^%s*hmac%s+([^:%s,=]+):")
 end
 
 --- JWT claims subset plus the key claim named `key_claim` (APISIX "key", Kong "iss" by default).

@@ -132,8 +132,16 @@ function _M.message_of_body(body)
   end
   local cjson = require("cjson.safe")
   local t = cjson.decode(body)
-  if type(t) == "table" and type(t.message) == "string" then
-    return t.message
+  if type(t) == "table" then
+    if type(t.message) == "string" then
+      return t.message
+    end
+    -- Kong's jwt plugin answers with its error table, e.g. {"exp": "token expired"}
+    for k, v in pairs(t) do
+      if type(k) == "string" and type(v) == "string" and k ~= "request_id" then
+        return k .. ": " .. v
+      end
+    end
   end
   -- a truncated JSON body: pull the message string out by pattern
   local m = body:match('"message"%s*:%s*"(.-[^\\])"')
