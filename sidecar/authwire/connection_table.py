@@ -10,6 +10,7 @@ the LRU map (counted, state EVICTED).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
@@ -32,12 +33,21 @@ TupleKey = tuple[str, int, str, int]
 Listener = Callable[[connection_pb2.Connection], None]
 
 _COMMUNITY_ID = communityid.CommunityID()
-_UID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_RUN_PREFIX = secrets.token_hex(4)
+_uid_counter = itertools.count(1)
 
 
 def _new_uid() -> str:
-    # Zeek-like: "C" + 17 base62 characters (~100 bits), unique per sidecar run.
-    return "C" + "".join(secrets.choice(_UID_ALPHABET) for _ in range(17))
+    # Unique per sidecar run (random run prefix + counter); cheap enough for the poller's hot path.
+    return f"C{_RUN_PREFIX}{next(_uid_counter):x}"
+
+
+def community_id(ends: ev.FlowEndpoints) -> str:
+    try:
+        return _COMMUNITY_ID.calc(communityid.FlowTuple.make_tcp(
+            ends.client_ip, ends.server_ip, ends.client_port, ends.server_port))
+    except Exception:  # never lose a flow over its Community ID
+        return ""
 
 
 @dataclass
@@ -47,8 +57,8 @@ class _Flow:
     first_ns: int              # with key, the kernel's identity of this flow
     ends: ev.FlowEndpoints
     snapshot: ev.AwFlow        # last state the kernel reported (event or live read)
-    community_id: str
     interface: str
+    community_id: str = ""     # computed on first snapshot (costly; the poller's hot path skips it)
     closed: bool = False
     evicted: bool = False
     closed_at: float = 0.0     # time.monotonic() when we learned it closed, for the grace period
@@ -85,7 +95,10 @@ class ConnectionTable:
     # -- feeding (poller thread) ---------------------------------------------------------------------
 
     def add_listener(self, callback: Listener) -> None:
-        """callback(Connection) runs on the poller thread for every opened/established/closed event."""
+        """callback(Connection) runs on the poller thread for every opened/established/closed event.
+
+        The Connection is a light snapshot (uid, client, server, state, mid_stream, syn/close times) to keep
+        the poller fast; call candidates() for the full facts."""
         with self._lock:
             self._listeners.append(callback)
 
@@ -114,7 +127,7 @@ class ConnectionTable:
                     self._closed.append(flow)
                 notify.append(flow)
             listeners = list(self._listeners)
-            snapshots = [self._to_proto(f, live=False) for f in notify] if listeners else []
+            snapshots = [_light(f) for f in notify] if listeners else []
         for snap in snapshots:
             for callback in listeners:
                 try:
@@ -126,13 +139,8 @@ class ConnectionTable:
     def _insert(self, key: bytes, kflow: ev.AwFlow) -> _Flow:
         akey = ev.AwKey.from_buffer_copy(key)
         ends = ev.endpoints(akey, kflow)
-        try:
-            cid = _COMMUNITY_ID.calc(communityid.FlowTuple.make_tcp(
-                ends.client_ip, ends.server_ip, ends.client_port, ends.server_port))
-        except Exception:  # never lose a flow over its Community ID
-            cid = ""
         flow = _Flow(uid=_new_uid(), key=key, first_ns=kflow.first_ns, ends=ends,
-                     snapshot=ev.copy_flow(kflow), community_id=cid, interface=self._ifname(kflow.ifindex))
+                     snapshot=ev.copy_flow(kflow), interface=self._ifname(kflow.ifindex))
         older = self._current.get(key)
         if older is not None and not older.closed and older.first_ns < kflow.first_ns:
             # The kernel replaced the entry without a close: the old one was evicted.
@@ -250,6 +258,17 @@ class ConnectionTable:
         return flow_to_connection(flow, k, self)
 
 
+def _light(flow: _Flow) -> connection_pb2.Connection:
+    k = flow.snapshot
+    conn = connection_pb2.Connection(
+        uid=flow.uid,
+        client=auth_event_pb2.Endpoint(ip=flow.ends.client_ip, port=flow.ends.client_port),
+        server=auth_event_pb2.Endpoint(ip=flow.ends.server_ip, port=flow.ends.server_port),
+        state=connection_pb2.CONNECTION_STATE_EVICTED if flow.evicted else k.state,
+        mid_stream=bool(k.mid_stream), interface=flow.interface)
+    return conn
+
+
 def _dir(d: ev.AwDir) -> connection_pb2.DirectionCounters:
     return connection_pb2.DirectionCounters(
         packets=d.packets, bytes=d.bytes, retransmits=d.retransmits, zero_windows=d.zero_windows,
@@ -257,6 +276,8 @@ def _dir(d: ev.AwDir) -> connection_pb2.DirectionCounters:
 
 
 def flow_to_connection(flow: _Flow, k: ev.AwFlow, table: ConnectionTable) -> connection_pb2.Connection:
+    if not flow.community_id:
+        flow.community_id = community_id(flow.ends)
     conn = connection_pb2.Connection(
         uid=flow.uid,
         community_id=flow.community_id,

@@ -7,7 +7,9 @@ compiled program; tests/kernel/test_layout.py checks them against the layout bcc
 from __future__ import annotations
 
 import ctypes as ct
+import functools
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 AW_MAX_OPTIONS = 40
@@ -52,6 +54,9 @@ TCP_STATES = {
     11: "CLOSING",
     12: "NEW_SYN_RECV",
 }
+
+
+_V4_PREFIX = bytes(10) + b"\xff\xff"
 
 
 class AwKey(ct.Structure):
@@ -134,9 +139,12 @@ class AwEvent(ct.Structure):
     ]
 
 
+@functools.lru_cache(maxsize=65536)
 def ip_text(raw: bytes) -> str:
     """16 address bytes as the kernel stored them -> text; IPv4-mapped addresses become plain IPv4."""
-    addr = ipaddress.IPv6Address(bytes(raw))
+    if raw[:12] == _V4_PREFIX:   # the common case, without ipaddress' cost
+        return socket.inet_ntoa(raw[12:])
+    addr = ipaddress.IPv6Address(raw)
     if addr.ipv4_mapped is not None:
         return str(addr.ipv4_mapped)
     return str(addr)

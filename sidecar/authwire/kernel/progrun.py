@@ -38,17 +38,26 @@ class _TestRunAttr(ct.Structure):
     ]
 
 
-def test_run(prog_fd: int, packet: bytes) -> int:
-    """Run a tc program once on `packet` (Ethernet frame) in the kernel; returns its verdict."""
+def _run(prog_fd: int, packet: bytes, repeat: int) -> _TestRunAttr:
     data_in = ct.create_string_buffer(packet, len(packet))
     data_out = ct.create_string_buffer(len(packet) + 256)
     attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(packet), data_in=ct.addressof(data_in),
-                        data_out=ct.addressof(data_out), data_size_out=len(data_out), repeat=1)
+                        data_out=ct.addressof(data_out), data_size_out=len(data_out), repeat=repeat)
     ret = _libc.syscall(_SYS_BPF, _BPF_PROG_TEST_RUN, ct.byref(attr), ct.sizeof(attr))
     if ret != 0:
         err = ct.get_errno()
         raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
-    return attr.retval
+    return attr
+
+
+def test_run(prog_fd: int, packet: bytes) -> int:
+    """Run a tc program once on `packet` (Ethernet frame) in the kernel; returns its verdict."""
+    return _run(prog_fd, packet, 1).retval
+
+
+def test_run_ns(prog_fd: int, packet: bytes, repeat: int = 1_000_000) -> int:
+    """Average ns per run of the program on `packet`, run `repeat` times in the kernel (hot cache)."""
+    return _run(prog_fd, packet, repeat).duration
 
 
 @dataclass(frozen=True)
