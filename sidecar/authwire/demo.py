@@ -42,10 +42,12 @@ UPSTREAM_PORT = 8081
 # Four client hosts whose SYNs differ the way real populations do.
 STACKS = [
     ClientStack("laptop", ttl=64, mtu=1500, description="Linux defaults"),
-    ClientStack("desktop", ttl=128, mtu=1480, timestamps=False, description="Windows-like: TTL 128, no TS"),
+    ClientStack("desktop", ttl=128, mtu=1480, timestamps=False, hops=2,
+                description="Windows-like: TTL 128, no TS; 2 routers away"),
     ClientStack("scanner", ttl=255, mtu=1280, window_scaling=False, sack=False, timestamps=False,
                 description="bare stack: TTL 255, no WS/SACK/TS"),
-    ClientStack("sensor", ttl=64, mtu=576, window_scaling=False, description="tiny MSS, no window scaling"),
+    ClientStack("sensor", ttl=64, mtu=576, window_scaling=False, hops=1,
+                description="tiny MSS, no window scaling; 1 router away"),
 ]
 
 
@@ -138,7 +140,7 @@ class Demo:
         for host in self.lab.clients:
             s = host.stack
             assert s is not None
-            self.say(f"        {host.name:8} {host.ip:12} TTL {s.ttl:3}  MSS {s.mss:4}  "
+            self.say(f"        {host.name:8} {host.ip:13} TTL {s.ttl:3}  MSS {s.mss:4}  "
                      f"WS {'on ' if s.window_scaling else 'off'} SACK {'on ' if s.sack else 'off'} "
                      f"TS {'on ' if s.timestamps else 'off'}  ({s.description})")
 
@@ -280,7 +282,7 @@ class Demo:
             ("query --group-by syn.signature,syn.os_hint,client_ip", "client TCP stacks by SYN"),
             ("query --reason bad_signature", "forged tokens"),
             ("query --method basic --outcome failure --format json --limit 1", "one full record as JSON"),
-            (f"query --client-ip 10.{self.lab.net}.3.0/24", "one host: the scanner"),
+            (f"query --client-ip {self.lab.clients[2].ip}", f"one host: the {self.lab.clients[2].name}"),
         ]:
             self.say(f"  {exe_text} query --db {db} {command.removeprefix('query ')}\n      # {why}")
         self.say(f"\nFor real use run `{exe_text} serve` beside your gateway: see README.md and "

@@ -6,9 +6,11 @@ client and the kernel inspector sees every client's SYN exactly as that client's
 stack differs by per-namespace sysctls (initial TTL, window scaling, SACK, timestamps) and by the link MTU
 (which sets the MSS it advertises: MTU - 40 for IPv4).
 
-Addresses: client i is 10.<net>.<i>.2 with the gateway at 10.<net>.<i>.1; the upstream is 10.<net>.200.2
-behind 10.<net>.200.1. Names include a tag (the pid by default) so parallel or leftover runs never
-collide; close() removes every namespace it made, which also removes their veths and tc filters.
+Addresses: client i's link to the gateway is 10.<net>.<i>.0/24 (gateway .1, client .2). A client `hops`
+routers away sits on 10.<net>.<100+10i>.0/24 instead, the routers in between (each decrements the TTL the
+gateway sees); the last router holds 10.<net>.<i>.2. The upstream is 10.<net>.200.2 behind .200.1.
+Names include a tag (the pid by default) so parallel or leftover runs never collide; close() removes
+every namespace it made, which also removes their veths and tc filters.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ClientStack:
     window_scaling: bool = True
     sack: bool = True
     timestamps: bool = True
+    hops: int = 0                # routers between the host and the gateway (each decrements the TTL)
     description: str = ""
 
     @property
@@ -68,19 +71,49 @@ class Lab:
         self._sysctl(self.gateway_ns, "net/ipv4/ip_forward", "1")
 
     def add_client(self, stack: ClientStack) -> Host:
+        """A client host `stack.hops` routers away from the gateway (0 = on the gateway's link)."""
         index = len(self.clients) + 1
-        host = self._link_host(f"c{index}", index, stack.mtu)
-        host.name, host.stack = stack.name, stack
-        self._sysctl(host.netns, "net/ipv4/ip_default_ttl", str(stack.ttl))
-        self._sysctl(host.netns, "net/ipv4/tcp_window_scaling", "1" if stack.window_scaling else "0")
-        self._sysctl(host.netns, "net/ipv4/tcp_sack", "1" if stack.sack else "0")
-        self._sysctl(host.netns, "net/ipv4/tcp_timestamps", "1" if stack.timestamps else "0")
+        short = f"c{index}"
+        host_ns = f"{PREFIX}{self.tag}{short}"
+        self._new_ns(host_ns)
+        routers = [f"{PREFIX}{self.tag}{short}r{j}" for j in range(1, stack.hops + 1)]
+        for router in routers:
+            self._new_ns(router)
+            self._sysctl(router, "net/ipv4/ip_forward", "1")
+        chain = [host_ns, *routers]
+        # Links inside the chain: chain[j] (.2) <-> chain[j+1] (.1) on 10.<net>.<100 + 10*index + j>.0/24;
+        # the last element's link to the gateway is 10.<net>.<index>.0/24 like a directly attached host.
+        def subnet(j: int) -> str:
+            return f"10.{self.net}.{100 + 10 * index + j}"
+
+        for j in range(len(chain) - 1):
+            self._veth(chain[j], f"{PREFIX}{self.tag}{short}x{j}", f"{subnet(j)}.2",
+                       chain[j + 1], f"{PREFIX}{self.tag}{short}y{j}", f"{subnet(j)}.1", stack.mtu)
+            self._route(chain[j], "0.0.0.0/0", f"{subnet(j)}.1")
+        for k in range(2, len(chain)):  # routers not on the host's subnet: the way back to it
+            self._route(chain[k], f"{subnet(0)}.0/24", f"{subnet(k - 1)}.2")
+        gw_if = f"{PREFIX}{self.tag}g{short}"
+        gw_ip, last_ip = f"10.{self.net}.{index}.1", f"10.{self.net}.{index}.2"
+        self._veth(self.gateway_ns, gw_if, gw_ip, chain[-1], f"{PREFIX}{self.tag}{short}", last_ip, stack.mtu)
+        self._route(chain[-1], "0.0.0.0/0", gw_ip)
+        if routers:
+            self._route(self.gateway_ns, f"{subnet(0)}.0/24", last_ip)
+        host_ip = f"{subnet(0)}.2" if routers else last_ip
+        host = Host(stack.name, host_ns, host_ip, gw_ip, gw_if, stack)
+        self._sysctl(host_ns, "net/ipv4/ip_default_ttl", str(stack.ttl))
+        self._sysctl(host_ns, "net/ipv4/tcp_window_scaling", "1" if stack.window_scaling else "0")
+        self._sysctl(host_ns, "net/ipv4/tcp_sack", "1" if stack.sack else "0")
+        self._sysctl(host_ns, "net/ipv4/tcp_timestamps", "1" if stack.timestamps else "0")
         self.clients.append(host)
         return host
 
     def add_upstream(self) -> Host:
-        self.upstream = self._link_host("up", 200, 1500)
-        self.upstream.name = "upstream"
+        ns_name = f"{PREFIX}{self.tag}up"
+        self._new_ns(ns_name)
+        gw_if, gw_ip, ip = f"{PREFIX}{self.tag}gup", f"10.{self.net}.200.1", f"10.{self.net}.200.2"
+        self._veth(self.gateway_ns, gw_if, gw_ip, ns_name, f"{PREFIX}{self.tag}up", ip, 1500)
+        self._route(ns_name, "0.0.0.0/0", gw_ip)
+        self.upstream = Host("upstream", ns_name, ip, gw_ip, gw_if)
         return self.upstream
 
     def _new_ns(self, name: str) -> None:
@@ -89,24 +122,22 @@ class Lab:
         with NetNS(name) as ns:
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
 
-    def _link_host(self, short: str, index: int, mtu: int) -> Host:
-        ns_name = f"{PREFIX}{self.tag}{short}"
-        self._new_ns(ns_name)
-        gw_if, host_if = f"{PREFIX}{self.tag}g{short}"[:15], f"{PREFIX}{self.tag}{short}"[:15]
-        gw_ip, host_ip = f"10.{self.net}.{index}.1", f"10.{self.net}.{index}.2"
+    @staticmethod
+    def _veth(ns_a: str, if_a: str, ip_a: str, ns_b: str, if_b: str, ip_b: str, mtu: int) -> None:
+        """A veth pair between two namespaces, /24 addresses on both ends, up."""
         with IPRoute() as ipr:
-            ipr.link("add", ifname=gw_if, kind="veth", peer={"ifname": host_if, "net_ns_fd": ns_name})
-            ipr.link("set", index=ipr.link_lookup(ifname=gw_if)[0], net_ns_fd=self.gateway_ns)
-        with NetNS(self.gateway_ns) as ns:
-            i = ns.link_lookup(ifname=gw_if)[0]
-            ns.addr("add", index=i, address=gw_ip, prefixlen=24)
-            ns.link("set", index=i, state="up", mtu=mtu)
+            ipr.link("add", ifname=if_a, kind="veth", peer={"ifname": if_b, "net_ns_fd": ns_b})
+            ipr.link("set", index=ipr.link_lookup(ifname=if_a)[0], net_ns_fd=ns_a)
+        for ns_name, ifname, ip in ((ns_a, if_a, ip_a), (ns_b, if_b, ip_b)):
+            with NetNS(ns_name) as ns:
+                i = ns.link_lookup(ifname=ifname)[0]
+                ns.addr("add", index=i, address=ip, prefixlen=24)
+                ns.link("set", index=i, state="up", mtu=mtu)
+
+    @staticmethod
+    def _route(ns_name: str, dst: str, gateway: str) -> None:
         with NetNS(ns_name) as ns:
-            i = ns.link_lookup(ifname=host_if)[0]
-            ns.addr("add", index=i, address=host_ip, prefixlen=24)
-            ns.link("set", index=i, state="up", mtu=mtu)
-            ns.route("add", dst="0.0.0.0/0", gateway=gw_ip)
-        return Host(short, ns_name, host_ip, gw_ip, gw_if)
+            ns.route("add", dst=dst, gateway=gateway)
 
     @staticmethod
     def _sysctl(ns_name: str, key: str, value: str) -> None:

@@ -3,7 +3,7 @@ own namespaces, `authwire serve` with the inspector on the gateway's veths.
 
 Every auth case (JWT valid / missing / expired / bad signature, Basic valid / wrong password) produces one
 record joined EXACT to its connection, with the right outcome, reason and consumer, and the SYN facts of the
-client stack that sent it (TTL, MSS, window scaling, timestamps).
+client stack that sent it (TTL and hop distance, MSS, window scaling, SACK, timestamps).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.gateway]
 
 STACKS = [
     ClientStack("linux", ttl=64, mtu=1500),
-    ClientStack("bare", ttl=128, mtu=1400, window_scaling=False, sack=False, timestamps=False),
+    ClientStack("bare", ttl=128, mtu=1400, window_scaling=False, sack=False, timestamps=False, hops=1),
 ]
 
 # case: (path, how to authenticate, status, method, outcome, reason, consumer)
@@ -126,7 +126,8 @@ def test_each_auth_case_is_exact_joined_with_its_client_stacks_syn(gateway_lab):
         assert (auth.method, auth.outcome, auth.reason, auth.consumer) == (method, outcome, reason, consumer), label
         assert record.event.http.status == status, label
         assert (record.connection.client.ip, record.connection.client.port) == key, label
-        assert syn.ttl == stack.ttl, label            # no router between: TTL arrives as sent
+        assert syn.ttl == stack.ttl - stack.hops, label  # each router on the way decrements it
+        assert syn.hop_distance == stack.hops, label
         assert syn.mss == stack.mss, label
         assert (syn.window_scale >= 0) == stack.window_scaling, label
         assert syn.timestamps == stack.timestamps, label
