@@ -39,7 +39,8 @@ Enrichment (record.proto Join):
 - The connection is a snapshot as of the join: counters, state and close time as the table had them,
   the SYN annotated by authwire.fingerprint and the Community ID filled in if the table left it empty.
 
-Counters: ("join", <status name>) per join; ("join.waited", "") reports that had to wait;
+Counters: ("join", <status name>) per join; ("join.wait", "started" / "found" / "timed_out") for
+reports that had to wait;
 ("join.gateway_conn_mismatch", "") candidates skipped by the gateway-connection-id rule.
 """
 
@@ -211,8 +212,9 @@ class Joiner:
         began = time.monotonic()
         conn = self._select(key, start_ns, gateway)
         if conn is None and self.wait > 0:
+            self.counters.inc("join.wait", "started")
             conn = await self._wait_for(key, start_ns, gateway, began + self.wait)
-            self.counters.inc("join.waited")
+            self.counters.inc("join.wait", "found" if conn is not None else "timed_out")
         waited = time.monotonic() - began
         if waited > 0.0005:
             join.waited.FromNanoseconds(int(waited * 1e9))

@@ -254,10 +254,10 @@ class Gateway:
         self._conns: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
 
     def _connection(self, request: web.Request) -> tuple[int, int]:
-        """(gateway connection id, this request's number on it); aiohttp has one protocol per connection."""
-        state = self._conns.get(request.protocol)
+        """(gateway connection id, this request's number on it); one asyncio transport per TCP connection."""
+        state = self._conns.get(request.transport)
         if state is None:
-            state = self._conns[request.protocol] = [next(self._ids), 0]
+            state = self._conns[request.transport] = [next(self._ids), 0]
         state[1] += 1
         return state[0], state[1]
 
