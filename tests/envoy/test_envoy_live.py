@@ -7,11 +7,17 @@ and consumer, and no secret (token, password, Authorization header) reaches the 
 
 from __future__ import annotations
 
+import copy
+import json
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+import grpc
 import pytest
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+from google.protobuf import json_format
 
 from authwire.demo_credentials import DemoCredentials, basic_header
 from authwire.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
@@ -134,3 +140,37 @@ def test_every_auth_case_becomes_one_record_with_outcome_reason_and_consumer(env
     assert "envoy-als" in stats
     assert envoy.stats("access_logs.grpc_access_log.logs_dropped").get(
         "access_logs.grpc_access_log.logs_dropped", 0) == 0
+
+
+def test_unmappable_entries_are_counted_by_reason_and_their_neighbours_stored(tmp_path):
+    """Speaking Envoy's ALS protocol directly (as Envoy does): a batch with a unix-socket peer, a TCP log and
+    a good entry stores the good one and counts the others under envoy_als.unmapped{reason}."""
+    capture = json.loads((Path(__file__).parent / "data" / "als_capture.json").read_text())
+    good = copy.deepcopy(capture)
+    good["httpLogs"]["logEntry"] = capture["httpLogs"]["logEntry"][:1]
+    bad = copy.deepcopy(capture["httpLogs"]["logEntry"][1])
+    bad["commonProperties"]["downstreamDirectRemoteAddress"] = {"pipe": {"path": "/run/gw.sock"}}
+    good["httpLogs"]["logEntry"].append(bad)
+    first = json_format.Parse(json.dumps(good), als_pb2.StreamAccessLogsMessage())
+    second = als_pb2.StreamAccessLogsMessage()
+    second.tcp_logs.log_entry.add()
+
+    sidecar = start_sidecar(tmp_path)
+    try:
+        with grpc.insecure_channel(sidecar.address) as channel:
+            als_pb2_grpc.AccessLogServiceStub(channel).StreamAccessLogs(iter([first, second]), timeout=10)
+
+        def counters() -> dict[tuple[str, str], int] | None:
+            stats = sidecar.query().Stats(query_pb2.StatsRequest(), timeout=5)
+            found = {(c.name, c.label): c.value for c in stats.counters}
+            return found if stats.store_records >= 1 else None
+
+        found = wait_until(counters, 10, "the good entry to be stored")
+        assert found[("envoy_als.unmapped", "downstream_remote_not_ip")] == 1
+        assert found[("envoy_als.unmapped", "tcp_entry")] == 1
+        assert found[("ingest.accepted", "envoy-als")] == 1
+        records = sidecar.query().Query(query_pb2.QueryRequest(), timeout=5).records
+        assert [r.event.request_id for r in records] == [capture["httpLogs"]["logEntry"][0]["request"]["requestId"]]
+        assert "downstream_remote_not_ip" in sidecar.log_text()  # explained, not dropped silently
+    finally:
+        sidecar.kill()
