@@ -359,10 +359,8 @@ static __always_inline int inspect(struct __sk_buff *skb)
     u64 now = (!f || (fl & (F_SYN | F_FIN | F_RST)) || f->state < AW_ST_ESTABLISHED) ? bpf_ktime_get_ns()
                                                                                     : bpf_ktime_get_coarse_ns();
 
-    if (f && is_syn && f->state >= AW_ST_CLOSED && f->client_is_a == src_first &&
-        seq_before(f->dir[0].snd_max, pkt.seq)) {
-        f = 0;   /* a new connection reusing a closed tuple: start a new flow */
-    }
+    if (f && is_syn && f->state >= AW_ST_CLOSED)
+        f = 0;   /* a new connection reusing a closed tuple (port reuse): start a new flow */
 
     if (!f) {
         u32 zero = 0;

@@ -127,7 +127,12 @@ class ConnectionTable:
                     self._closed.append(flow)
                 notify.append(flow)
             listeners = list(self._listeners)
-            snapshots = [_light(f) for f in notify] if listeners else []
+            snapshots = []
+            if listeners:
+                for f in notify:
+                    snapshots.append(_light(f))
+                    if f.snapshot.mid_stream:   # direction only guessed: wake waiters of either orientation
+                        snapshots.append(_light(f, reverse=True))
         for snap in snapshots:
             for callback in listeners:
                 try:
@@ -258,12 +263,16 @@ class ConnectionTable:
         return flow_to_connection(flow, k, self)
 
 
-def _light(flow: _Flow) -> connection_pb2.Connection:
+def _light(flow: _Flow, reverse: bool = False) -> connection_pb2.Connection:
     k = flow.snapshot
+    client = auth_event_pb2.Endpoint(ip=flow.ends.client_ip, port=flow.ends.client_port)
+    server = auth_event_pb2.Endpoint(ip=flow.ends.server_ip, port=flow.ends.server_port)
+    if reverse:
+        client, server = server, client
     conn = connection_pb2.Connection(
         uid=flow.uid,
-        client=auth_event_pb2.Endpoint(ip=flow.ends.client_ip, port=flow.ends.client_port),
-        server=auth_event_pb2.Endpoint(ip=flow.ends.server_ip, port=flow.ends.server_port),
+        client=client,
+        server=server,
         state=connection_pb2.CONNECTION_STATE_EVICTED if flow.evicted else k.state,
         mid_stream=bool(k.mid_stream), interface=flow.interface)
     return conn

@@ -186,3 +186,63 @@ def test_eviction_is_counted_and_nothing_crashes(program):
                 b.close()
             server.close()
         assert insp.counters()["parse_errors"] == 0
+
+
+def test_flow_seen_mid_stream_is_flagged_and_oriented_by_port(program, topo):
+    server = topo.server_socket(PORT)
+    sock, peer, src, dst = _pair(topo, server)   # connected before the inspector exists
+    try:
+        with running_inspector(program, topo) as insp:
+            sock.sendall(b"m" * 10)
+            _recv_exact(peer, 10)
+            conn = wait_connection(insp, src, dst)
+            assert conn.mid_stream
+            assert (conn.client.port, conn.server.port) == (src[1], PORT)   # the listening port is the server
+            assert not conn.HasField("syn_time") and not conn.HasField("handshake_rtt")
+            assert conn.to_server.bytes == 10
+            assert conn.state == ST.CONNECTION_STATE_ESTABLISHED
+            # Direction is a guess, so the flow is also found with the endpoints swapped.
+            assert [c.uid for c in insp.table.candidates(dst[0], dst[1], src[0], src[1])] == [conn.uid]
+    finally:
+        sock.close()
+        peer.close()
+        server.close()
+
+
+def test_closed_connection_kept_for_the_grace_period_then_dropped(program, topo):
+    with running_inspector(program, topo, grace_period=0.5) as insp:
+        server = topo.server_socket(PORT)
+        sock, peer, src, dst = _pair(topo, server)
+        sock.close()
+        peer.close()
+        server.close()
+        conn = wait_connection(insp, src, dst, state=ST.CONNECTION_STATE_CLOSED)
+        assert conn.uid in [c.uid for c in insp.table.all(include_closed=True)]
+        assert conn.uid not in [c.uid for c in insp.table.all(include_closed=False)]
+        wait_until(lambda: not insp.table.candidates(src[0], src[1], dst[0], dst[1]), 5,
+                   "the closed connection to leave the table after its grace period")
+
+
+def test_port_reuse_gives_a_new_connection_newest_first(program, topo):
+    client = topo.clients[0]
+    with running_inspector(program, topo) as insp:
+        server = topo.server_socket(PORT)
+        uids = []
+        for _ in range(2):
+            sock = client.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((client.ip4, 45678))
+            sock.connect((client.server_ip4, PORT))
+            peer, _ = server.accept()
+            peer.close()          # the server closes first: the client's port is free again at once
+            assert sock.recv(1) == b""
+            sock.close()
+            conn = wait_connection(insp, (client.ip4, 45678), (client.server_ip4, PORT),
+                                   state=ST.CONNECTION_STATE_CLOSED)
+            uids.append(conn.uid)
+        conns = insp.table.candidates(client.ip4, 45678, client.server_ip4, PORT)
+        assert [c.uid for c in conns] == list(reversed(uids))
+        assert uids[0] != uids[1]
+        assert conns[0].syn_time.ToNanoseconds() > conns[1].close_time.ToNanoseconds()
+        assert conns[0].closed_by == ST.CLOSE_INITIATOR_SERVER
+        server.close()
