@@ -7,7 +7,8 @@ import subprocess
 
 from support import AUTHWIRE, IN_CI
 
-EXPECTED = {"kernel", "btf", "bcc", "kernel headers", "tracefs", "debugfs", "bpffs", "capabilities", "tc clsact"}
+EXPECTED = {"kernel", "btf", "bcc", "kernel headers", "tracefs", "debugfs", "bpffs", "capabilities", "tc clsact",
+            "inspector"}
 
 
 def test_doctor_checks_everything_and_names_fixes():
@@ -29,3 +30,4 @@ def test_doctor_without_privileges_says_what_is_missing():
     assert "FAIL  capabilities" in result.stdout
     assert "CAP_BPF" in result.stdout and "fix:" in result.stdout
     assert "FAIL  tc clsact       not checked" in result.stdout
+    assert "FAIL  inspector" in result.stdout

@@ -103,12 +103,24 @@ def _clsact() -> Check:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
+def _inspector() -> Check:
+    """The real thing: compile + verify + attach authwire's program in a scratch namespace."""
+    try:
+        from authwire.kernel.loader import InspectorUnavailable, probe
+    except ImportError as exc:
+        return Check("inspector", False, f"not importable: {exc}", "reinstall authwire")
+    try:
+        return Check("inspector", True, probe())
+    except InspectorUnavailable as exc:
+        return Check("inspector", False, exc.reason, exc.fix)
+
+
 CHECKS: list[Callable[[], Check]] = [
     _kernel, _btf, _bcc, _headers,
     _mount("tracefs", "/sys/kernel/tracing", "tracefs"),
     _mount("debugfs", "/sys/kernel/debug", "debugfs"),
     _mount("bpffs", "/sys/fs/bpf", "bpf"),
-    _capabilities, _clsact,
+    _capabilities, _clsact, _inspector,
 ]
 
 

@@ -419,3 +419,29 @@ def start_inspector(config: Any, counters: Any = None, *, netns: str | None = No
     _install_sigterm(inspector)
     log.info("kernel inspector attached to %s (max %d flows)", ", ".join(inspector.interfaces), max_flows)
     return inspector
+
+
+def probe() -> str:
+    """Compile, load and attach the real program in a throwaway network namespace, then remove it all.
+
+    Returns a one-line summary; raises InspectorUnavailable with the reason and fix. Used by `doctor`.
+    """
+    import subprocess
+    import uuid
+    from types import SimpleNamespace
+
+    check_prerequisites()
+    ns = f"authwire-probe-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=10)
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, capture_output=True, timeout=10)
+        inspector = start_inspector(SimpleNamespace(iface=["lo"], max_flows=1024, grace_period=1.0),
+                                    netns=ns)
+        inspector.stop()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise InspectorUnavailable(f"cannot make a scratch network namespace: {exc}",
+                                   "run as root with iproute2 installed") from exc
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+    return f"bpf/inspector.c compiled, verified and attached to tc clsact ({time.monotonic() - started:.1f} s)"
