@@ -232,6 +232,23 @@ def remove_filters(netns: str | None, interfaces: list[str]) -> int:
     return removed
 
 
+def remove_idle_clsact(netns: str | None, interfaces: list[str]) -> None:
+    """Delete the clsact qdisc of these interfaces when no tc filter at all is left on it."""
+    with _ipr(netns) as ipr:
+        for name in interfaces:
+            links = ipr.link_lookup(ifname=name)
+            if not links:
+                continue
+            busy = False
+            for parent in (TC_INGRESS, TC_EGRESS):
+                with contextlib.suppress(Exception):
+                    busy = busy or any(f.get_attr("TCA_OPTIONS") is not None
+                                       for f in ipr.get_filters(links[0], parent=parent))
+            if not busy:
+                with contextlib.suppress(Exception):
+                    ipr.tc("del", "clsact", links[0])
+
+
 def list_filters(netns: str | None, interface: str) -> list[str]:
     """Names of authwire filters on an interface (for doctor and tests)."""
     with _ipr(netns) as ipr:
@@ -242,8 +259,10 @@ def list_filters(netns: str | None, interface: str) -> list[str]:
                 for parent in (TC_INGRESS, TC_EGRESS) for f in _our_filters(ipr, links[0], parent)]
 
 
-def _attach(netns: str | None, interfaces: list[str], program: CompiledProgram) -> dict[int, str]:
-    """Attach ingress (+ egress except on lo) filters; returns ifindex -> name."""
+def _attach(netns: str | None, interfaces: list[str], program: CompiledProgram,
+            created_qdisc: list[str]) -> dict[int, str]:
+    """Attach ingress (+ egress except on lo) filters; returns ifindex -> name. Interfaces whose clsact
+    qdisc we had to create are appended to created_qdisc (removed again on stop if nothing else uses it)."""
     names: dict[int, str] = {}
     with _ipr(netns) as ipr:
         for name in interfaces:
@@ -255,6 +274,7 @@ def _attach(netns: str | None, interfaces: list[str], program: CompiledProgram) 
             names[index] = name
             try:
                 ipr.tc("add", "clsact", index)
+                created_qdisc.append(name)
             except Exception as exc:
                 if getattr(exc, "code", None) != 17:   # EEXIST: a clsact qdisc is already there
                     raise InspectorUnavailable(f"cannot add clsact qdisc on {name}: {exc}",
@@ -282,6 +302,7 @@ class Inspector:
         self._owns_program = owns_program
         self._baseline = program.counter_sums()
         self._ifnames: dict[int, str] = {}
+        self._created_qdisc: list[str] = []
         self.table = ConnectionTable(grace_period, live_lookup=program.lookup,
                                      kernel_counters=self.kernel_counters,
                                      ifname=lambda index: self._ifnames.get(index, str(index)),
@@ -296,9 +317,10 @@ class Inspector:
         remove_filters(self.netns, self.interfaces)   # stale filters from a crashed run
         self.program.consumer = self._on_event
         try:
-            self._ifnames = _attach(self.netns, self.interfaces, self.program)
+            self._ifnames = _attach(self.netns, self.interfaces, self.program, self._created_qdisc)
         except BaseException:
             remove_filters(self.netns, self.interfaces)
+            remove_idle_clsact(self.netns, self._created_qdisc)
             self.program.consumer = None
             raise
         self._thread.start()
@@ -354,6 +376,7 @@ class Inspector:
         self._stop.set()
         try:
             remove_filters(self.netns, self.interfaces)
+            remove_idle_clsact(self.netns, self._created_qdisc)
         except Exception:
             log.exception("removing authwire tc filters failed")
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
