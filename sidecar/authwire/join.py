@@ -226,8 +226,7 @@ class Joiner:
             self.counters.inc("join", "NO_CONNECTION")
             return None, join
 
-        snapshot = connection_pb2.Connection()
-        snapshot.CopyFrom(conn)
+        snapshot = conn  # candidates() builds fresh messages on every call: ours to fill in, no copy needed
         if snapshot.syn.ip_version and not snapshot.syn.signature:
             fingerprint.annotate(snapshot.syn)
         if not snapshot.community_id:

@@ -353,12 +353,13 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     # Ship what is left before exiting, as a plugin flushes its batch on worker exit.
+    await runner.cleanup()
     reporter.release()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while (reporter.pending or reporter.inflight or reporter.wakeup.is_set()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     sender.cancel()
-    await runner.cleanup()
+    print(f"gateway exiting: {json.dumps(reporter.stats)}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

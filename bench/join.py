@@ -1,0 +1,166 @@
+"""Join under load: >= 1,000 concurrent keep-alive connections, every request reported and joined.
+
+Topology (tests/netns.py): a server namespace with `authwire serve` (kernel inspector on the server
+veths) and the test gateway (tests/join/gateway.py: Basic / HMAC auth, reports every request over gRPC,
+--workers processes on one SO_REUSEPORT port); two client namespaces with different stacks, each running
+wrk with half of the connections, good and bad credentials mixed, for a bounded time.
+
+Correctness is judged from the stored records alone, against what the gateway itself saw: each gateway
+connection (gateway_connection_id, per gateway node) must be joined to one kernel connection, no kernel
+connection to two gateway connections, the joined connection's client port must be the request's, its SYN
+at or before the request start and its TTL the stack of the namespace the request came from. Anything
+else is a WRONG join. Prints one result line:
+
+  join: <n> requests over <c> keep-alive connections in <s> s = <r> req/s joined; exact <e> (<p>%),
+        no_connection <n>, wrong <w> (goal: >= 5000 req/s, 100% exact, 0 wrong)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "join")]
+
+from gateway import basic_authorization  # noqa: E402
+
+from authwire.v1 import query_pb2, record_pb2  # noqa: E402
+from netns import Topology  # noqa: E402
+from support import start_sidecar  # noqa: E402
+
+PORT = 8080
+STACK_TTLS = (64, 57)  # client 0 default, client 1 ip_default_ttl=57
+
+WRK_SCRIPT = """
+local good = "%s"
+local bad = "%s"
+local n = 0
+request = function()
+  n = n + 1
+  local auth = (n %% 5 == 0) and bad or good
+  return wrk.format("GET", "/basic/items/" .. (n %% 100), {["Authorization"] = auth})
+end
+"""
+
+
+def read_ready(process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("READY"):
+            return
+        if process.poll() is not None:
+            break
+    raise RuntimeError("gateway did not start")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--connections", type=int, default=1000)
+    p.add_argument("--duration", type=int, default=10, help="seconds of load (bounded)")
+    p.add_argument("--workers", type=int, default=2, help="gateway worker processes")
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="authwire-bench-join-"))
+    creds = tmp / "creds.json"
+    creds.write_text(json.dumps({"basic": {"bench": {"password": "bench-pw", "consumer": "bench"}}}))
+    script = tmp / "mix.lua"
+    script.write_text(WRK_SCRIPT % (basic_authorization("bench", "bench-pw"), basic_authorization("bench", "no")))
+    sysctls = [{}, {"net.ipv4.ip_default_ttl": str(STACK_TTLS[1])}]
+    with Topology(clients=2, client_sysctls=sysctls) as topo:
+        ifaces = [a for i in topo.server_ifaces for a in ("--iface", i)]
+        sidecar = start_sidecar(tmp, *ifaces, "--max-flows", "65536", netns=topo.server_ns, inspector=True)
+        gateways: list[subprocess.Popen] = []
+        wrks: list[subprocess.Popen] = []
+        try:
+            stats = sidecar.query().Stats(query_pb2.StatsRequest(), timeout=5)
+            if not stats.inspector_running:
+                raise RuntimeError(f"inspector off: {stats.inspector_status}")
+            for w in range(args.workers):
+                g = subprocess.Popen(
+                    ["nsenter", f"--net=/run/netns/{topo.server_ns}", "--", sys.executable,
+                     str(ROOT / "tests" / "join" / "gateway.py"), "--listen", f"0.0.0.0:{PORT}", "--reuse-port",
+                     "--worker", str(w), "--node", "bench-gw", "--sidecar", sidecar.address, "--creds", str(creds)],
+                    stdout=subprocess.PIPE, stderr=open(tmp / f"gateway{w}.log", "w"), text=True)  # noqa: SIM115
+                gateways.append(g)
+                read_ready(g, 20)
+            per = args.connections // 2
+            t0 = time.monotonic()
+            for c in topo.client_list:
+                wrks.append(subprocess.Popen(
+                    ["nsenter", f"--net=/run/netns/{c.ns}", "--", "wrk", "-t1", f"-c{per}", f"-d{args.duration}s",
+                     "--timeout", "10s", "-s", str(script), f"http://{c.server_ip4}:{PORT}/"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            outputs = [w.communicate(timeout=args.duration + 60)[0] for w in wrks]
+            load_s = time.monotonic() - t0
+            # A gateway flushes its batches before it exits (as plugins do on worker exit): once every
+            # worker has exited, every report has been acknowledged, i.e. joined and committed.
+            for g in gateways:
+                g.terminate()
+            for g in gateways:
+                g.wait(120)
+            all_s = time.monotonic() - t0
+        finally:
+            for w in wrks:
+                if w.poll() is None:
+                    w.kill()
+            for g in gateways:
+                g.terminate()
+                try:
+                    g.wait(15)
+                except subprocess.TimeoutExpired:
+                    g.kill()
+            sidecar.stop()
+        for out in outputs:
+            if "Requests/sec" not in out:
+                print(out, file=sys.stderr)
+        judge(sidecar.db, topo, args.connections, load_s, all_s)
+    return 0
+
+
+def judge(db_path: Path, topo: Topology, connections: int, load_s: float, all_s: float) -> None:
+    ttl_of_ip = {c.ip4: ttl for c, ttl in zip(topo.client_list, STACK_TTLS, strict=True)}
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    status_counts: dict[int, int] = defaultdict(int)
+    uid_of_gw: dict[tuple[str, int], str] = {}
+    gw_of_uid: dict[str, tuple[str, int]] = {}
+    wrong = 0
+    total = 0
+    first_ns = last_ns = None
+    for (blob,) in db.execute("SELECT record FROM records"):
+        rec = record_pb2.EnrichedRecord.FromString(blob)
+        total += 1
+        status_counts[rec.join.status] += 1
+        start = rec.event.start_time.ToNanoseconds()
+        first_ns = start if first_ns is None else min(first_ns, start)
+        last_ns = start if last_ns is None else max(last_ns, start)
+        if rec.join.status != record_pb2.JOIN_STATUS_EXACT:
+            continue
+        c, e = rec.connection, rec.event
+        gw = (e.gateway.node, e.gateway_connection_id)
+        bad = (c.client.port != e.client.port or c.client.ip != e.client.ip
+               or c.syn_time.ToNanoseconds() > start or c.syn.ttl != ttl_of_ip.get(e.client.ip)
+               or uid_of_gw.setdefault(gw, c.uid) != c.uid or gw_of_uid.setdefault(c.uid, gw) != gw)
+        wrong += bad
+    exact = status_counts[record_pb2.JOIN_STATUS_EXACT]
+    span = max((last_ns - first_ns) / 1e9, 1e-9) if total else 1
+    print(f"  {total} records, {len(uid_of_gw)} gateway connections -> {len(gw_of_uid)} kernel connections; "
+          f"load {load_s:.1f} s, drained after {all_s:.1f} s", file=sys.stderr)
+    print(f"join: {total} requests over {connections} keep-alive connections in {span:.1f} s = "
+          f"{total / span:.0f} req/s joined; exact {exact} ({100.0 * exact / max(total, 1):.2f}%), "
+          f"no_connection {status_counts[record_pb2.JOIN_STATUS_NO_CONNECTION]}, wrong {wrong} "
+          f"(goal: >= 5000 req/s, 100% exact, 0 wrong)")
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        sys.exit("bench/join.py needs root (network namespaces, kernel inspector)")
+    sys.exit(main())
