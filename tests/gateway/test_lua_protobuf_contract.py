@@ -69,6 +69,15 @@ def test_every_field_type_unicode_and_64_bit_values(encoded):
     assert bytes.fromhex(encoded["full"]["hex"]) == expected.SerializeToString()
 
 
+def test_long_nested_messages_and_buffer_growth(encoded):
+    expected = ae.AuthEvent(
+        request_id="long",
+        http=ae.HttpRequest(path="/" + "p" * 3000, user_agent="ü" * 200, status=200),
+        auth=ae.Auth(message="m" * 300, jwt=ae.JwtClaims(iss="i" * 2000, exp=1)),
+    )
+    assert bytes.fromhex(encoded["long_nested"]["hex"]) == expected.SerializeToString()
+
+
 def test_empty_event_is_zero_bytes(encoded):
     assert encoded["empty"]["hex"] == ""
     assert decode(encoded["empty"]) == ae.AuthEvent()

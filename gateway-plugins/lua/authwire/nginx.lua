@@ -7,7 +7,8 @@
 --   body_filter_by_lua_block { require("authwire.nginx").body_filter() }   -- failure message capture
 --   log_by_lua_block { require("authwire.nginx").log(conf) }
 -- conf = reporter settings (authwire.reporter DEFAULTS) + gateway, node, include_user_agent,
--- pseudonymize_credentials, credential_hash_key.
+-- pseudonymize_credentials, credential_hash_key, packed_var (see authwire.event.packed_map: one variable
+-- read per request instead of fifteen).
 local reporter = require("authwire.reporter")
 local event = require("authwire.event")
 local protobuf = require("authwire.protobuf")
@@ -37,31 +38,33 @@ function _M.body_filter()
   end
 end
 
+local function build_and_push(conf, r)
+  local ev = event.from_var(ngx.var, { gateway = conf.gateway or "other", node = conf.node,
+                                       version = conf.version, include_user_agent = conf.include_user_agent,
+                                       packed_var = conf.packed_var })
+  local a = ngx.ctx.authwire
+  if a then
+    ev.auth = event.auth({
+      attempted = true, plugin = a.plugin, success = a.success, consumer = a.consumer,
+      credential_id = event.credential_id(a.credential_id, conf), status = ev.http.status,
+      message = a.message or event.message_of_body(a.body), gateway = conf.gateway, jwt = a.jwt,
+    })
+  else
+    ev.auth = event.auth({ attempted = false })
+  end
+  local bytes, err = protobuf.encode_auth_event(ev)
+  if not bytes then
+    r:inc("encode_errors", 1)
+    r:log_limited(ngx.ERR, "cannot encode event: ", err)
+    return false
+  end
+  return r:push(bytes)
+end
+
 --- Build, encode and queue the event of the current request. Never raises; returns true when queued.
 function _M.log(conf)
   local r = reporter.new(conf)
-  local ok, queued = pcall(function()
-    local ev = event.from_var(ngx.var, { gateway = conf.gateway or "other", node = conf.node,
-                                         version = conf.version,
-                                         include_user_agent = conf.include_user_agent })
-    local a = ngx.ctx.authwire
-    if a then
-      ev.auth = event.auth({
-        attempted = true, plugin = a.plugin, success = a.success, consumer = a.consumer,
-        credential_id = event.credential_id(a.credential_id, conf), status = ev.http.status,
-        message = a.message or event.message_of_body(a.body), gateway = conf.gateway, jwt = a.jwt,
-      })
-    else
-      ev.auth = event.auth({ attempted = false })
-    end
-    local bytes, err = protobuf.encode_auth_event(ev)
-    if not bytes then
-      r:inc("encode_errors", 1)
-      r:log_limited(ngx.ERR, "cannot encode event: ", err)
-      return false
-    end
-    return r:push(bytes)
-  end)
+  local ok, queued = pcall(build_and_push, conf, r)
   if not ok then
     r:inc("encode_errors", 1)
     r:log_limited(ngx.ERR, "cannot build event: ", queued)

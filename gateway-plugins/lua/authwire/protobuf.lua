@@ -130,7 +130,15 @@ local REPLACEMENT = "\239\191\189" -- U+FFFD
 
 -- Replace every byte that is not part of a well-formed UTF-8 sequence with U+FFFD.
 local function to_utf8(s)
-  if not s:find("[\128-\255]") then
+  -- fast path (compiled by LuaJIT, unlike a pattern find): pure ASCII needs no work
+  local ascii = true
+  for k = 1, #s do
+    if byte(s, k) >= 128 then
+      ascii = false
+      break
+    end
+  end
+  if ascii then
     return s
   end
   local out, n = {}, 0
@@ -233,72 +241,149 @@ _M.enums = ENUMS
 local U32_MAX = 4294967295
 local I32_MIN, I32_MAX = -2147483648, 2147483647
 
-local encode_message
+-- Precomputed per field: its key bytes and, for enums, the name table (no work per event).
+for msg_name, specs in pairs(S) do
+  for _, spec in ipairs(specs) do
+    local kind = spec[3]
+    spec.key = key(spec[1], (kind == "string" or kind == "message") and LEN or VARINT)
+    spec.enum = kind == "enum" and ENUMS[msg_name .. "." .. spec[2]] or nil
+    spec.signed = kind == "int32" or kind == "int64" or kind == "enum"
+  end
+end
 
-local function encode_field(msg_name, spec, v, path)
-  local field, name, kind, sub = spec[1], spec[2], spec[3], spec[4]
+-- the field path for error messages, built only when there is an error
+local function where(prefix, name)
+  return prefix and (prefix .. "." .. name) or name
+end
+
+-- Events are written into one growing FFI byte buffer and copied out once: no intermediate Lua strings
+-- per field (string interning dominated the cost of a table-of-strings encoder). Encoding never yields,
+-- so one buffer per worker is safe.
+pcall(ffi.cdef, "void *memmove(void *dest, const void *src, size_t n);")
+local C = ffi.C
+local buf_cap = 4096
+local buf = ffi.new("uint8_t[?]", buf_cap)
+local pos = 0
+
+local function reserve(n)
+  if pos + n > buf_cap then
+    local cap = buf_cap * 2
+    while pos + n > cap do
+      cap = cap * 2
+    end
+    local bigger = ffi.new("uint8_t[?]", cap)
+    ffi.copy(bigger, buf, pos)
+    buf, buf_cap = bigger, cap
+  end
+end
+
+local function put_varint(n)
+  reserve(10)
+  while n >= 128 do
+    buf[pos] = n % 128 + 128
+    pos = pos + 1
+    n = floor(n / 128)
+  end
+  buf[pos] = n
+  pos = pos + 1
+end
+
+local function put_bytes(str)
+  local l = #str
+  reserve(l)
+  ffi.copy(buf + pos, str, l)
+  pos = pos + l
+end
+
+local encode_into
+
+local function encode_field(spec, v, prefix)
+  local kind = spec[3]
   if kind == "string" then
     if type(v) ~= "string" then
       if type(v) == "number" then
         v = tostring(v)
       else
-        error(path .. ": expected a string, got " .. type(v), 0)
+        error(where(prefix, spec[2]) .. ": expected a string, got " .. type(v), 0)
       end
     end
-    if v == "" then
-      return nil
+    if v ~= "" then
+      v = to_utf8(v)
+      put_bytes(spec.key)
+      put_varint(#v)
+      put_bytes(v)
     end
-    return len_field(field, to_utf8(v))
+    return
   elseif kind == "message" then
     if type(v) ~= "table" then
-      error(path .. ": expected a table, got " .. type(v), 0)
+      error(where(prefix, spec[2]) .. ": expected a table, got " .. type(v), 0)
     end
-    return len_field(field, encode_message(sub, v, path))
-  elseif kind == "enum" then
-    if type(v) == "string" then
-      local n = ENUMS[msg_name .. "." .. name][v]
-      if not n then
-        error(path .. ": unknown enum value " .. v, 0)
-      end
-      v = n
+    put_bytes(spec.key)
+    -- one byte reserved for the length; moved right in the rare case the message is 128+ bytes
+    reserve(1)
+    local len_at = pos
+    pos = pos + 1
+    encode_into(spec[4], v, prefix and where(prefix, spec[2]) or spec[2])
+    local len = pos - len_at - 1
+    if len < 128 then
+      buf[len_at] = len
+    else
+      local prefix_bytes = varint_small(len)
+      local extra = #prefix_bytes - 1
+      reserve(extra)
+      C.memmove(buf + len_at + 1 + extra, buf + len_at + 1, len)
+      ffi.copy(buf + len_at, prefix_bytes, #prefix_bytes)
+      pos = pos + extra
     end
-    local b = encode_integer(v, true, path)
-    return b and key(field, VARINT) .. b or nil
-  else
-    if type(v) == "number" then
-      if kind == "uint32" and (v < 0 or v > U32_MAX) then
-        error(path .. ": out of range for uint32: " .. tostring(v), 0)
-      elseif kind == "int32" and (v < I32_MIN or v > I32_MAX) then
-        error(path .. ": out of range for int32: " .. tostring(v), 0)
-      end
+    return
+  end
+  if kind == "enum" and type(v) == "string" then
+    local n = spec.enum[v]
+    if not n then
+      error(where(prefix, spec[2]) .. ": unknown enum value " .. v, 0)
     end
-    local b = encode_integer(v, kind == "int32" or kind == "int64", path)
-    return b and key(field, VARINT) .. b or nil
+    v = n
+  elseif type(v) == "number" then
+    if kind == "uint32" and (v < 0 or v > U32_MAX) then
+      error(where(prefix, spec[2]) .. ": out of range for uint32: " .. tostring(v), 0)
+    elseif kind == "int32" and (v < I32_MIN or v > I32_MAX) then
+      error(where(prefix, spec[2]) .. ": out of range for int32: " .. tostring(v), 0)
+    end
+  end
+  if type(v) == "number" and v > 0 and v < TWO53 and v == floor(v) then
+    put_bytes(spec.key) -- the common case, kept short for the JIT
+    put_varint(v)
+    return
+  end
+  local b = encode_integer(v, spec.signed, where(prefix, spec[2]))
+  if b then
+    put_bytes(spec.key)
+    put_bytes(b)
   end
 end
 
-function encode_message(msg_name, t, prefix)
+function encode_into(msg_name, t, prefix)
   local specs = S[msg_name]
-  local out, n = {}, 0
-  for _, spec in ipairs(specs) do
+  for i = 1, #specs do
+    local spec = specs[i]
     local v = t[spec[2]]
     -- cjson.null / ngx.null (lightuserdata) mean absent
     if v ~= nil and type(v) ~= "userdata" then
-      local path = prefix and (prefix .. "." .. spec[2]) or spec[2]
-      local b = encode_field(msg_name, spec, v, path)
-      if b then
-        n = n + 1
-        out[n] = b
-      end
+      encode_field(spec, v, prefix)
     end
   end
-  return concat(out)
+end
+
+local function encode_message(msg_name, t)
+  pos = 0
+  encode_into(msg_name, t, nil)
+  return ffi.string(buf, pos)
 end
 
 --- Encode one AuthEvent table (field names as in auth_event.proto). Errors name the bad field.
 -- @return bytes, or nil and an error message
 function _M.encode_auth_event(ev)
-  local ok, res = pcall(encode_message, "AuthEvent", ev, nil)
+  local ok, res = pcall(encode_message, "AuthEvent", ev)
   if not ok then
     return nil, res
   end
@@ -310,7 +395,7 @@ function _M.encode(msg_name, t)
   if not S[msg_name] then
     return nil, "unknown message " .. tostring(msg_name)
   end
-  local ok, res = pcall(encode_message, msg_name, t, nil)
+  local ok, res = pcall(encode_message, msg_name, t)
   if not ok then
     return nil, res
   end

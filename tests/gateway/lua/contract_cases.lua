@@ -44,6 +44,12 @@ local cases = {
     },
   } },
   { "empty", {} },
+  -- nested messages of 128+ bytes (2-byte length prefix) and an event larger than the 4 KiB first buffer
+  { "long_nested", {
+    request_id = "long",
+    http = { path = "/" .. string.rep("p", 3000), user_agent = string.rep("ü", 200), status = 200 },
+    auth = { message = string.rep("m", 300), jwt = { iss = string.rep("i", 2000), exp = 1 } },
+  } },
   { "defaults_and_empty_messages", {
     request_id = "", forwarded_for = "", gateway_connection_id = 0, connection_requests = 0,
     client = {}, auth = { method = 0, outcome = "unspecified", jwt = {} },
