@@ -188,7 +188,8 @@ class ConnectionTable:
                         del self._by_tuple[t]
 
     def sweep(self) -> int:
-        """Check every open flow against the kernel map; mark the vanished ones EVICTED. Returns how many."""
+        """Check every open flow against the kernel map: mark the vanished ones EVICTED (returns how many)
+        and close those whose closed event was lost."""
         if self._live_lookup is None:
             return 0
         with self._lock:
@@ -201,7 +202,19 @@ class ConnectionTable:
                     if not flow.closed:
                         self._mark_evicted(flow, time.monotonic(), count=True)
                         found += 1
+            else:
+                self._close_if_kernel_closed(flow, live)
         return found
+
+    def _close_if_kernel_closed(self, flow: _Flow, live: ev.AwFlow) -> None:
+        """The kernel closed this flow but its closed event never arrived (ring buffer full): close it."""
+        if live.close_reported and not flow.closed:
+            with self._lock:
+                if not flow.closed:
+                    flow.snapshot = ev.copy_flow(live)
+                    flow.closed = True
+                    flow.closed_at = time.monotonic()
+                    self._closed.append(flow)
 
     def open_count(self) -> int:
         with self._lock:
@@ -256,6 +269,7 @@ class ConnectionTable:
             if current is not None and current.first_ns == flow.first_ns:
                 k = current
                 flow.snapshot = ev.copy_flow(current)
+                self._close_if_kernel_closed(flow, current)
             elif not flow.closed:
                 with self._lock:
                     if not flow.closed:

@@ -237,9 +237,12 @@ def test_port_reuse_gives_a_new_connection_newest_first(program, topo):
             peer.close()          # the server closes first: the client's port is free again at once
             assert sock.recv(1) == b""
             sock.close()
-            conn = wait_connection(insp, (client.ip4, 45678), (client.server_ip4, PORT),
-                                   state=ST.CONNECTION_STATE_CLOSED)
-            uids.append(conn.uid)
+            def newest_closed():
+                conns = insp.table.candidates(client.ip4, 45678, client.server_ip4, PORT)
+                if conns and conns[0].uid not in uids and conns[0].state == ST.CONNECTION_STATE_CLOSED:
+                    return conns[0]
+                return None
+            uids.append(wait_until(newest_closed, 5, "a new closed connection on the reused tuple").uid)
         conns = insp.table.candidates(client.ip4, 45678, client.server_ip4, PORT)
         assert [c.uid for c in conns] == list(reversed(uids))
         assert uids[0] != uids[1]

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from authwire.connection_table import ConnectionTable
 from authwire.kernel import events as ev
 
 log = logging.getLogger(__name__)
@@ -303,6 +302,8 @@ class Inspector:
         self._baseline = program.counter_sums()
         self._ifnames: dict[int, str] = {}
         self._created_qdisc: list[str] = []
+        from authwire.connection_table import ConnectionTable  # here: it imports authwire.kernel.events
+
         self.table = ConnectionTable(grace_period, live_lookup=program.lookup,
                                      kernel_counters=self.kernel_counters,
                                      ifname=lambda index: self._ifnames.get(index, str(index)),
@@ -346,8 +347,10 @@ class Inspector:
             now = time.monotonic()
             if now - last_sweep >= SWEEP_INTERVAL_S:
                 last_sweep = now
-                # Silent LRU evictions are only possible once the map has been filled.
-                if self.kernel_counters()["flows_opened"] > self.program.max_flows:
+                # Silent LRU evictions are only possible once the map has been filled, and lost close
+                # events only after a failed ring-buffer reserve: otherwise there is nothing to find.
+                kc = self.kernel_counters()
+                if kc["flows_opened"] > self.program.max_flows or kc["ringbuf_reserve_failed"] > 0:
                     self.table.sweep()
 
     def kernel_counters(self) -> dict[str, int]:
