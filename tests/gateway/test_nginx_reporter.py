@@ -212,9 +212,12 @@ def test_sidecar_outage_is_counted_bounded_and_recovers(nginx_available, short_t
         for i in range(150):
             code, body, _ = nginx_process.http_request(server.port, f"/key/down{i}", {"apikey": API_KEY})
             assert (code, body) == (200, b"ok\n")  # served as usual while the sidecar is away
-        wait_until(lambda: status(server).get("dropped_queue_full", 0) > 0, 10, "queue-full drops to be counted")
-        stats = status(server)
-        assert stats.get("send_errors", 0) > 0 and stats.get("sent", 0) == 0
+        def counted() -> dict | None:
+            s = status(server)
+            return s if s.get("dropped_queue_full", 0) > 0 and s.get("send_errors", 0) > 0 else None
+
+        stats = wait_until(counted, 10, "queue-full drops and failed sends to be counted")
+        assert stats.get("sent", 0) == 0
         assert stats["queued"] <= 20
 
         errors = server.error_lines()
@@ -224,14 +227,19 @@ def test_sidecar_outage_is_counted_bounded_and_recovers(nginx_available, short_t
         assert all("authwire reporter" in line for line in errors), "\n".join(errors)
 
         sidecar = start_gw_sidecar(short_tmp)
-        for i in range(5):
-            code, _, _ = nginx_process.http_request(server.port, f"/key/back{i}", {"apikey": API_KEY})
+        # events queued during the outage go first; new requests are reported once there is room again
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            code, _, _ = nginx_process.http_request(server.port, f"/key/back{time.monotonic_ns()}",
+                                                    {"apikey": API_KEY})
             assert code == 200
-        back = wait_until(lambda: {r.event.http.path for r in records(sidecar)} >=
-                          {f"/key/back{i}" for i in range(5)}, 20, "reports after the sidecar came back")
-        assert back
+            if any(r.event.http.path.startswith("/key/back") for r in records(sidecar)):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("no report arrived after the sidecar came back")
         wait_until(lambda: "reporting resumed" in server.log_text(), 10, "the resume notice")
-        assert status(server)["sent"] >= 5
+        assert status(server)["sent"] >= 1
         assert len(server.error_lines()) <= 4
     finally:
         server.stop()
