@@ -11,8 +11,8 @@ connection to two gateway connections, the joined connection's client port must 
 at or before the request start and its TTL the stack of the namespace the request came from. Anything
 else is a WRONG join. Prints one result line:
 
-  join: <n> requests over <c> keep-alive connections in <s> s = <r> req/s joined; exact <e> (<p>%),
-        no_connection <n>, wrong <w> (goal: >= 5000 req/s, 100% exact, 0 wrong)
+  join: <n> requests over <c> keep-alive connections in <s> s = <r> req/s served, <j> records/s
+        joined+stored (...); exact <e> (<p>%), no_connection <n>, wrong <w> (goal: ...)
 """
 
 from __future__ import annotations
@@ -155,7 +155,8 @@ def judge(db_path: Path, topo: Topology, connections: int, load_s: float, all_s:
     print(f"  {total} records, {len(uid_of_gw)} gateway connections -> {len(gw_of_uid)} kernel connections; "
           f"load {load_s:.1f} s, drained after {all_s:.1f} s", file=sys.stderr)
     print(f"join: {total} requests over {connections} keep-alive connections in {span:.1f} s = "
-          f"{total / span:.0f} req/s joined; exact {exact} ({100.0 * exact / max(total, 1):.2f}%), "
+          f"{total / span:.0f} req/s served, {total / all_s:.0f} records/s joined+stored (all acknowledged "
+          f"{all_s:.1f} s after load start); exact {exact} ({100.0 * exact / max(total, 1):.2f}%), "
           f"no_connection {status_counts[record_pb2.JOIN_STATUS_NO_CONNECTION]}, wrong {wrong} "
           f"(goal: >= 5000 req/s, 100% exact, 0 wrong)")
 

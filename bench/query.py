@@ -142,6 +142,23 @@ def build(path: Path, n: int) -> None:
     print(f"  store of {n:,} records built in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
+def sync_indexes(path: Path) -> None:
+    """A kept store gets exactly the indexes of the current store.SCHEMA (it may have changed since)."""
+    db = sqlite3.connect(path)
+    probe = sqlite3.connect(":memory:")
+    probe.executescript(SCHEMA)
+    want = dict(probe.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+    have = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+    stale = [name for name, sql in have.items() if want.get(name) != sql]
+    for name in stale:
+        db.execute(f"DROP INDEX {name}")
+    if stale or want.keys() - have.keys():
+        print(f"  rebuilding indexes {sorted(stale) or sorted(want.keys() - have.keys())}", file=sys.stderr)
+        db.executescript(SCHEMA)
+    db.commit()
+    db.close()
+
+
 def queries(rng: random.Random, newest_ns: int, n: int) -> dict[str, callable]:
     def ts(f: query_pb2.Filters, ago_s: int) -> query_pb2.Filters:
         f.since.FromNanoseconds(newest_ns - ago_s * 1_000_000_000)
@@ -170,6 +187,7 @@ def queries(rng: random.Random, newest_ns: int, n: int) -> dict[str, callable]:
             ts(query_pb2.Filters(), 900), ("syn.signature", "auth.outcome")),
         "group-by syn.os_hint --outcome failure --since 1h": lambda: (
             ts(query_pb2.Filters(outcome=ae.AUTH_OUTCOME_FAILURE), 3600), ("syn.os_hint",)),
+        "group-by syn.os_hint --since 1h": lambda: (ts(query_pb2.Filters(), 3600), ("syn.os_hint",)),
         "group-by client_ip --outcome failure --since 15m": lambda: (
             ts(query_pb2.Filters(outcome=ae.AUTH_OUTCOME_FAILURE), 900), ("client_ip",)),
     }
@@ -188,6 +206,10 @@ def main() -> int:
         if store.count() != args.records:
             store.close()
             store = None
+        else:
+            store.close()
+            sync_indexes(args.db)
+            store = Store(args.db, read_only=True)
     if store is None:
         build(args.db, args.records)
         store = Store(args.db, read_only=True)
