@@ -84,6 +84,7 @@ class GatewaySpec:
     node_id: str = "authwire-envoy"
     consumer_header: str = CONSUMER_HEADER
     als_flush_interval: str = "0.2s"
+    als_buffer_bytes: int = 16384  # Envoy's default; a flush happens at this size or at the interval
 
 
 def render_config(spec: GatewaySpec, creds: DemoCredentials) -> dict[str, Any]:
@@ -115,6 +116,7 @@ def render_config(spec: GatewaySpec, creds: DemoCredentials) -> dict[str, Any]:
                     "transport_api_version": "V3",
                     "grpc_service": {"envoy_grpc": {"cluster_name": "authwire"}},
                     "buffer_flush_interval": spec.als_flush_interval,
+                    "buffer_size_bytes": spec.als_buffer_bytes,
                 },
                 # Only the header authwire reads: never Authorization (secrets must not leave Envoy).
                 "additional_request_headers_to_log": [spec.consumer_header],
