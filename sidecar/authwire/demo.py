@@ -1,4 +1,4 @@
-"""`authwire demo` (= `make run`): the whole product, end to end, in network namespaces, in about a minute.
+"""`authwire demo` (= `make run`): the whole product, end to end, in network namespaces, in seconds.
 
 Builds a lab (authwire.netns_lab): a gateway namespace running a real Envoy (jwt_authn + basic_auth, ALS to
 authwire) and `authwire serve` with the kernel inspector on the gateway's client-facing veths; an upstream
