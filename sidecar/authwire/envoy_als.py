@@ -359,6 +359,12 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
             self.counters.inc("envoy_als.lost", "store_unavailable", len(events))
             self._problems.log("store_unavailable", f"{len(events)} entries lost: {exc}")
             return
+        except Exception as exc:  # a bug must not end Envoy's stream or vanish in an unawaited task
+            reason = type(exc).__name__
+            self.counters.inc("envoy_als.lost", reason, len(events))
+            log.exception("envoy ALS: %d entries lost", len(events))
+            self._problems.log(reason, f"{len(events)} entries lost: {exc}")
+            return
         for rejection in response.rejections:
             self._problems.log(f"rejected:{rejection.field}",
                                f"entry rejected by validation: {rejection.field}: {rejection.reason}")
