@@ -199,6 +199,11 @@ async def start_grpc_web(addresses: list[str], pipeline: ReportPipeline, counter
             else:
                 site = web.TCPSite(runner, host, port, reuse_address=True)
             await site.start()
+            if kind == "unix":
+                # The gateway's workers run as their own user (nginx www-data, APISIX nobody, Kong kong) and
+                # connect() needs write permission. This listener only accepts reports, which any local
+                # process can also send to the loopback TCP default, so the socket is open to all local users.
+                os.chmod(host, 0o666)
             log.info("gRPC-Web Ingest listening on %s", site.name)
     except BaseException:
         await runner.cleanup()

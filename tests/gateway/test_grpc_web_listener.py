@@ -111,6 +111,8 @@ def test_report_over_the_unix_socket(sidecar):
     messages, trailers = parse_reply(payload)
     assert trailers["grpc-status"] == "0" and ingest_pb2.ReportResponse.FromString(messages[0]).accepted == 1
     assert "gw-unix" in stored_ids(sidecar)
+    # gateway workers run as their own user (www-data, nobody, kong): they must be able to connect
+    assert (sidecar.tmp / "gw.sock").stat().st_mode & 0o777 == 0o666
 
 
 def test_bad_events_are_rejected_by_name_and_good_neighbours_kept(sidecar):
