@@ -93,6 +93,7 @@ def main() -> int:
                 gateways.append(g)
                 read_ready(g, 20)
             per = args.connections // 2
+            cpu0 = cpu_seconds(sidecar.process.pid)
             t0 = time.monotonic()
             for c in topo.client_list:
                 wrks.append(subprocess.Popen(
@@ -108,6 +109,7 @@ def main() -> int:
             for g in gateways:
                 g.wait(120)
             all_s = time.monotonic() - t0
+            sidecar_cpu = cpu_seconds(sidecar.process.pid) - cpu0
         finally:
             for w in wrks:
                 if w.poll() is None:
@@ -122,11 +124,18 @@ def main() -> int:
         for out in outputs:
             if "Requests/sec" not in out:
                 print(out, file=sys.stderr)
-        judge(sidecar.db, topo, args.connections, load_s, all_s)
+        judge(sidecar.db, topo, args.connections, load_s, all_s, sidecar_cpu)
     return 0
 
 
-def judge(db_path: Path, topo: Topology, connections: int, load_s: float, all_s: float) -> None:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all threads (the sidecar: gRPC, join, store writer, kernel poller)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def judge(db_path: Path, topo: Topology, connections: int, load_s: float, all_s: float,
+          sidecar_cpu: float) -> None:
     ttl_of_ip = {c.ip4: ttl for c, ttl in zip(topo.client_list, STACK_TTLS, strict=True)}
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     status_counts: dict[int, int] = defaultdict(int)
@@ -153,7 +162,9 @@ def judge(db_path: Path, topo: Topology, connections: int, load_s: float, all_s:
     exact = status_counts[record_pb2.JOIN_STATUS_EXACT]
     span = max((last_ns - first_ns) / 1e9, 1e-9) if total else 1
     print(f"  {total} records, {len(uid_of_gw)} gateway connections -> {len(gw_of_uid)} kernel connections; "
-          f"load {load_s:.1f} s, drained after {all_s:.1f} s", file=sys.stderr)
+          f"load {load_s:.1f} s, drained after {all_s:.1f} s; sidecar CPU {sidecar_cpu:.1f} s = "
+          f"{1e6 * sidecar_cpu / max(total, 1):.0f} us/record (~{total / max(sidecar_cpu, 1e-9):.0f} records/s "
+          f"per core: ingest + validate + join + store + kernel poller)", file=sys.stderr)
     print(f"join: {total} requests over {connections} keep-alive connections in {span:.1f} s = "
           f"{total / span:.0f} req/s served, {total / all_s:.0f} records/s joined+stored (all acknowledged "
           f"{all_s:.1f} s after load start); exact {exact} ({100.0 * exact / max(total, 1):.2f}%), "
