@@ -50,7 +50,7 @@ import asyncio
 import bisect
 import functools
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import communityid
@@ -100,8 +100,9 @@ class _LostHistory:
 
     def __init__(self, read) -> None:
         self._read = read
-        self._times: deque[int] = deque()
-        self._values: deque[int] = deque()
+        self._times: list[int] = []
+        self._values: list[int] = []
+        self.sample(time.time_ns())  # the baseline: losses before the first join are not hidden
 
     def sample(self, now_ns: int) -> int:
         if self._times and now_ns - self._times[-1] < SAMPLE_INTERVAL_S * 1e9:
@@ -110,9 +111,10 @@ class _LostHistory:
         self._times.append(now_ns)
         self._values.append(value)
         horizon = now_ns - int(LOST_HISTORY_S * 1e9)
-        while len(self._times) > 1 and self._times[1] <= horizon:
-            self._times.popleft()
-            self._values.popleft()
+        old = bisect.bisect_right(self._times, horizon) - 1  # keep the newest sample older than the horizon
+        if old > 0:
+            del self._times[:old]
+            del self._values[:old]
         return value
 
     def lost_since(self, since_ns: int, now_ns: int) -> int:

@@ -199,3 +199,13 @@ def test_kernel_events_lost_counts_losses_in_the_records_window(monkeypatch) -> 
     assert join(joiner, event_at(later + MS, "third", client=(CLIENT[0], 42000)))[1].kernel_events_lost == 0
     # A record nobody's connection: the window is the lookback before its start, losses included.
     assert join(joiner, event_at(later, "none", client=(CLIENT[0], 42001)))[1].kernel_events_lost == 4
+
+
+def test_losses_before_the_first_join_are_not_hidden() -> None:
+    lost = {"ringbuf_reserve_failed": 0}
+    table = ConnectionTable(grace_period=30.0, clock_offset_ns=0, kernel_counters=lambda: dict(lost))
+    joiner = Joiner(table, 0, Counters())  # the inspector starts: no loss yet
+    t = time.time_ns()
+    table.apply(opened(t))
+    lost["ringbuf_reserve_failed"] = 2  # lost while this connection was open, before any report
+    assert join(joiner, event_at(t + MS))[1].kernel_events_lost == 2
