@@ -33,9 +33,11 @@ Enrichment (record.proto Join):
 - kernel_events_lost: events the inspector lost (ConnectionTable.events_lost(): ring-buffer reserve
   failures, parse errors, flow evictions) in the window that could have affected this record: for EXACT,
   from the connection's SYN to the join; otherwise from LOST_LOOKBACK_S before the request start to the
-  join. The cumulative counter is sampled at most every SAMPLE_INTERVAL_S and the sample at or before
-  the window start is used, so the figure can only over-count (never hides a loss); windows older than
-  the kept history (LOST_HISTORY_S) start at the oldest sample.
+  join. The cumulative counter is read at most every SAMPLE_INTERVAL_S (reading the per-CPU kernel map
+  costs more than a join) and the sample at or before the window start is the base, so a window may
+  include losses from up to one interval before it; losses in the last interval before the join show on
+  the next records instead. Windows older than the kept history (LOST_HISTORY_S) start at the oldest
+  sample; the first sample is taken when the joiner starts.
 - The connection is a snapshot as of the join: counters, state and close time as the table had them,
   the SYN annotated by authwire.fingerprint and the Community ID filled in if the table left it empty.
 

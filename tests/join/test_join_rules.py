@@ -201,7 +201,8 @@ def test_kernel_events_lost_counts_losses_in_the_records_window(monkeypatch) -> 
     assert join(joiner, event_at(later, "none", client=(CLIENT[0], 42001)))[1].kernel_events_lost == 4
 
 
-def test_losses_before_the_first_join_are_not_hidden() -> None:
+def test_losses_before_the_first_join_are_not_hidden(monkeypatch) -> None:
+    monkeypatch.setattr(join_mod, "SAMPLE_INTERVAL_S", 0)
     lost = {"ringbuf_reserve_failed": 0}
     table = ConnectionTable(grace_period=30.0, clock_offset_ns=0, kernel_counters=lambda: dict(lost))
     joiner = Joiner(table, 0, Counters())  # the inspector starts: no loss yet
