@@ -142,7 +142,9 @@ class Joiner:
         self.wait = max(float(wait), 0.0)
         self.counters = counters
         self._tracked: OrderedDict[str, _Tracked] = OrderedDict()
-        self._waiters: dict[Key, set[asyncio.Event]] = {}
+        # Per tuple, in arrival order: woken first-come first-served, so a connection's reports get their
+        # kernel_request_index in the order they arrived.
+        self._waiters: dict[Key, list[asyncio.Event]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lost = _LostHistory(table.events_lost) if table is not None else None
 
@@ -248,7 +250,7 @@ class Joiner:
     async def _wait_for(self, key: Key, start_ns: int, gateway: tuple[str, int] | None,
                         deadline: float) -> connection_pb2.Connection | None:
         waiter = asyncio.Event()
-        self._waiters.setdefault(key, set()).add(waiter)
+        self._waiters.setdefault(key, []).append(waiter)
         try:
             while True:
                 # Clear, then re-check: a wake-up that arrives after the check sets the event again, so
@@ -265,7 +267,7 @@ class Joiner:
         finally:
             waiters = self._waiters.get(key)
             if waiters is not None:
-                waiters.discard(waiter)
+                waiters.remove(waiter)
                 if not waiters:
                     del self._waiters[key]
 
