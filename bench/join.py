@@ -124,6 +124,14 @@ def main() -> int:
         for out in outputs:
             if "Requests/sec" not in out:
                 print(out, file=sys.stderr)
+        queued = dropped = 0
+        for w in range(args.workers):
+            for line in (tmp / f"gateway{w}.log").read_text().splitlines():
+                if line.startswith("gateway exiting: "):
+                    gw_stats = json.loads(line.split(": ", 1)[1])
+                    queued += gw_stats["queued"]
+                    dropped += gw_stats["dropped"] + gw_stats["rejected"]
+        print(f"  gateways reported {queued} requests ({dropped} dropped or rejected)", file=sys.stderr)
         judge(sidecar.db, topo, args.connections, load_s, all_s, sidecar_cpu)
     return 0
 

@@ -191,7 +191,7 @@ class Reporter:
         self.pending: list[ae.AuthEvent] = []
         self.held: list[ae.AuthEvent] = []
         self.wakeup = asyncio.Event()
-        self.stats = {"queued": 0, "sent": 0, "accepted": 0, "rejected": 0, "send_errors": 0, "held": 0}
+        self.stats = {"queued": 0, "sent": 0, "accepted": 0, "rejected": 0, "send_errors": 0, "dropped": 0, "held": 0}
         self.rejections: list[str] = []
         self.channel: grpc.aio.Channel | None = None
         self.inflight = 0
@@ -232,8 +232,9 @@ class Reporter:
                         print(f"report failed (attempt {attempt + 1}): {exc.code()} {exc.details()}",
                               file=sys.stderr, flush=True)
                         await asyncio.sleep(0.2 * (attempt + 1))
-                else:
+                else:  # gave up: counted, as a plugin's batch processor counts what it drops
                     self.inflight = 0
+                    self.stats["dropped"] += len(batch)
                     continue
                 self.inflight = 0
                 self.stats["sent"] += len(batch)
