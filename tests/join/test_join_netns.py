@@ -574,3 +574,44 @@ def test_ipv6_client_joins_with_its_own_facts(lab: Lab) -> None:
     assert (c.syn.ip_version, c.syn.ttl, c.syn.hop_distance, c.syn.os_hint) == (6, 61, 3, "linux")
     assert c.syn.signature.startswith("6:64:") and not c.syn.df
     assert c.community_id == reference_community_id((client.ip6, local[1]), (client.server_ip6, PORT))
+
+
+def test_cli_filters_on_rtt_retransmits_and_community_id(lab: Lab) -> None:
+    """A request whose first data segment the server's netfilter drops (after tc ingress saw it) is found
+    by --retransmits-gt and by its Community ID; RTT bounds include/exclude it. Through the CLI."""
+    client = lab.client(0)
+    port = 25000 + os.getpid() % 5000
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1)) + "Z"
+    table = f"awjoin{os.getpid()}"
+    rule = (f"add table inet {table}\n"
+            f"add chain inet {table} in {{ type filter hook input priority 0; }}\n"
+            f"add rule inet {table} in ip saddr {client.ip4} tcp sport {port} tcp dport {PORT} "
+            f"meta length > 100 numgen inc mod 2 == 0 drop\n")
+    subprocess.run(["ip", "netns", "exec", lab.topo.server_ns, "nft", "-f", "-"], input=rule, text=True,
+                   check=True, timeout=10)
+    try:
+        async def run() -> str:
+            conn = await lab.connect(0, bind_port=port)
+            rid = f"lossy-{uuid.uuid4().hex[:8]}"
+            try:
+                await lab.send(conn, "basic_ok", rid)  # its first copy is dropped: TCP retransmits it
+            finally:
+                await conn.close()
+            return rid
+
+        rid = asyncio.run(run())
+    finally:
+        subprocess.run(["ip", "netns", "exec", lab.topo.server_ns, "nft", "delete", "table", "inet", table],
+                       check=False, timeout=10)
+    rec = lab.records([rid])[rid]
+    assert rec.join.status == record_pb2.JOIN_STATUS_EXACT
+    assert rec.connection.to_server.retransmits >= 1, rec.connection
+
+    def cli(*args: str) -> set[str]:
+        out = subprocess.run([AUTHWIRE, "query", "--format", "json", "--since", since, *args, "--server",
+                              lab.sidecar.address], capture_output=True, text=True, timeout=60, check=True).stdout
+        return {json.loads(line)["event"]["request_id"] for line in out.splitlines()}
+
+    assert cli("--retransmits-gt", "0") == {rid}
+    assert cli("--community-id", rec.connection.community_id) == {rid}
+    assert rid in cli("--max-rtt", "1s") and rid not in cli("--min-rtt", "1s")
