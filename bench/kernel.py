@@ -10,7 +10,8 @@ namespace running wrk, one veth between them; the inspector is attached to the s
    established / closed event drained by the poller and zero ring-buffer reserve failures.
 
 Prints one line per figure:
-  kernel_tc_ns_per_packet: <ns> (ingress <ns>, egress <ns>; <n> packets under keep-alive load; goal <= 100)
+  kernel_tc_ns_per_packet: <ns> (ingress <ns>, egress <ns>; <n> packets under keep-alive load; the same
+                           figure for an empty tc program, i.e. the measurement's floor; goal <= 100)
   kernel_tc_ns_per_packet_hot: <ns> (same program, BPF_PROG_TEST_RUN loop on one flow, minus the loop's own
                                cost: no competing load)
   kernel_new_connections_per_s: <n>/s drained, <events> events, ringbuf_reserve_failed=<n> (goal 0)
@@ -79,6 +80,34 @@ def wait_port(topo: Topology, deadline_s: float = 10) -> None:
     raise RuntimeError("nginx did not start listening")
 
 
+def empty_program_ns(topo: Topology, previous: str) -> float:
+    """bpf_stats figure of a do-nothing tc program under the same load: the floor of the measurement."""
+    import bcc
+    from pyroute2 import IPRoute
+
+    empty = bcc.BPF(text=b"int empty(struct __sk_buff *skb) { return -1; }")
+    fn = empty.load_func(b"empty", bcc.BPF.SCHED_CLS)
+    try:
+        with IPRoute(netns=topo.server_ns) as ipr:
+            index = ipr.link_lookup(ifname=topo.server_ifaces[0])[0]
+            ipr.tc("add", "clsact", index)
+            for parent in (0xFFFFFFF2, 0xFFFFFFF3):
+                ipr.tc("add-filter", "bpf", index, ":1", fd=fn.fd, name="bench-empty", parent=parent,
+                       classid=1, direct_action=True)
+        STATS_SYSCTL.write_text("1")
+        try:
+            before = prog_stats(fn.fd)
+            wrk(topo)
+            after = prog_stats(fn.fd)
+        finally:
+            STATS_SYSCTL.write_text(previous)
+        with IPRoute(netns=topo.server_ns) as ipr:
+            ipr.tc("del", "clsact", index)   # removes the empty filters with it
+        return (after.run_time_ns - before.run_time_ns) / max(1, after.run_cnt - before.run_cnt)
+    finally:
+        empty.cleanup()
+
+
 def hot_path_ns(program) -> int:
     src, dst = socket.inet_aton("10.66.0.2"), socket.inet_aton("10.66.0.1")
 
@@ -111,6 +140,7 @@ def main() -> int:
         previous = STATS_SYSCTL.read_text().strip()
         try:
             wait_port(topo)
+            baseline = empty_program_ns(topo, previous)
             inspector = start_inspector(Config(iface=topo.server_ifaces, max_flows=65536), None,
                                         netns=topo.server_ns)
             program = inspector.program
@@ -132,7 +162,7 @@ def main() -> int:
                 total_cnt += cnt
             print(f"kernel_tc_ns_per_packet: {total_ns / total_cnt:.1f} (ingress {per_hook[0]:.1f}, "
                   f"egress {per_hook[1]:.1f}; {total_cnt} packets under keep-alive load at {rps:.0f} req/s; "
-                  f"goal <= 100)")
+                  f"an empty tc program measures {baseline:.1f} under the same load; goal <= 100)")
 
             # 1b. the same program on one established flow's data segment, in a loop (hot cache, no load)
             full, base = hot_path_ns(program)

@@ -33,8 +33,8 @@ BPF_PERCPU_ARRAY(scratch, struct aw_flow, 1);
  * not report evictions; a later packet of an open flow whose key is gone while its slot still holds the
  * "open" hash is an eviction we can count (collisions only make us undercount). */
 BPF_ARRAY(recent, u32, AW_RECENT_SLOTS);
-/* 4 MiB: ~11k events of burst while the poller catches up. */
-BPF_RINGBUF_OUTPUT(events, 1024);
+/* 16 MiB: ~47k events (~15k new connections) of burst while the poller is starved of CPU. */
+BPF_RINGBUF_OUTPUT(events, 4096);
 
 /* History letters (Zeek): bit index, upper case for the client, lower case for the server. */
 #define H_SYN 0

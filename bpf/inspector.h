@@ -90,17 +90,10 @@ struct aw_syn {
     __u8 option_kinds[AW_MAX_OPTIONS];
 };
 
+/* Laid out for the per-packet path: it touches the first 64 bytes (flags + times) and one direction's
+ * 64 bytes, so an established packet costs two cache lines; the two directions (often updated from two
+ * CPUs at once) never share a line within the value. */
 struct aw_flow {
-    __u64 first_ns;            /* bpf_ktime_get_ns() at creation: with the key, the flow's identity */
-    __u64 syn_ns;
-    __u64 synack_ns;
-    __u64 established_ns;
-    __u64 close_ns;
-    __u64 last_ns;
-    struct aw_dir dir[2];
-    struct aw_syn syn;
-    __u32 synack_seq;
-    __u32 ifindex;
     __u8 client_is_a;          /* 1: the client (SYN sender) is key.addr_a/port_a */
     __u8 state;
     __u8 closed_by;
@@ -108,6 +101,16 @@ struct aw_flow {
     __u8 close_reported;
     __u8 history_len;
     __u8 pad[2];
+    __u32 synack_seq;
+    __u32 ifindex;
+    __u64 first_ns;            /* bpf_ktime_get_ns() at creation: with the key, the flow's identity */
+    __u64 last_ns;
+    __u64 syn_ns;
+    __u64 synack_ns;
+    __u64 established_ns;
+    __u64 close_ns;
+    struct aw_dir dir[2];
+    struct aw_syn syn;
     char history[AW_HISTORY_LEN];
 };
 

@@ -103,7 +103,8 @@ class ConnectionTable:
             self._listeners.append(callback)
 
     def apply(self, event: ev.AwEvent) -> None:
-        """Fold one ring-buffer event into the table and tell the listeners."""
+        """Fold one ring-buffer event into the table and tell the listeners. The table keeps (does not copy)
+        the event's flow struct: pass an event you own (events.decode_event makes one)."""
         key = bytes(event.key)
         now = time.monotonic()
         notify: list[_Flow] = []
@@ -120,7 +121,7 @@ class ConnectionTable:
                 if flow is None:
                     flow = self._insert(key, event.flow)
                 else:
-                    flow.snapshot = ev.copy_flow(event.flow)
+                    flow.snapshot = event.flow
                 if event.type == ev.EV_CLOSED and not flow.closed:
                     flow.closed = True
                     flow.closed_at = now
@@ -145,7 +146,7 @@ class ConnectionTable:
         akey = ev.AwKey.from_buffer_copy(key)
         ends = ev.endpoints(akey, kflow)
         flow = _Flow(uid=_new_uid(), key=key, first_ns=kflow.first_ns, ends=ends,
-                     snapshot=ev.copy_flow(kflow), interface=self._ifname(kflow.ifindex))
+                     snapshot=kflow, interface=self._ifname(kflow.ifindex))
         older = self._current.get(key)
         if older is not None and not older.closed and older.first_ns < kflow.first_ns:
             # The kernel replaced the entry without a close: the old one was evicted.
@@ -211,7 +212,7 @@ class ConnectionTable:
         if live.close_reported and not flow.closed:
             with self._lock:
                 if not flow.closed:
-                    flow.snapshot = ev.copy_flow(live)
+                    flow.snapshot = live
                     flow.closed = True
                     flow.closed_at = time.monotonic()
                     self._closed.append(flow)
@@ -268,7 +269,7 @@ class ConnectionTable:
             current = self._live_lookup(flow.key)
             if current is not None and current.first_ns == flow.first_ns:
                 k = current
-                flow.snapshot = ev.copy_flow(current)
+                flow.snapshot = current
                 self._close_if_kernel_closed(flow, current)
             elif not flow.closed:
                 with self._lock:

@@ -109,16 +109,6 @@ class AwSyn(ct.Structure):
 
 class AwFlow(ct.Structure):
     _fields_ = [
-        ("first_ns", ct.c_uint64),
-        ("syn_ns", ct.c_uint64),
-        ("synack_ns", ct.c_uint64),
-        ("established_ns", ct.c_uint64),
-        ("close_ns", ct.c_uint64),
-        ("last_ns", ct.c_uint64),
-        ("dir", AwDir * 2),
-        ("syn", AwSyn),
-        ("synack_seq", ct.c_uint32),
-        ("ifindex", ct.c_uint32),
         ("client_is_a", ct.c_uint8),
         ("state", ct.c_uint8),
         ("closed_by", ct.c_uint8),
@@ -126,6 +116,16 @@ class AwFlow(ct.Structure):
         ("close_reported", ct.c_uint8),
         ("history_len", ct.c_uint8),
         ("pad", ct.c_uint8 * 2),
+        ("synack_seq", ct.c_uint32),
+        ("ifindex", ct.c_uint32),
+        ("first_ns", ct.c_uint64),
+        ("last_ns", ct.c_uint64),
+        ("syn_ns", ct.c_uint64),
+        ("synack_ns", ct.c_uint64),
+        ("established_ns", ct.c_uint64),
+        ("close_ns", ct.c_uint64),
+        ("dir", AwDir * 2),
+        ("syn", AwSyn),
         ("history", ct.c_char * AW_HISTORY_LEN),
     ]
 

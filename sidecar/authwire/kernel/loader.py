@@ -334,7 +334,11 @@ class Inspector:
             if self._app_counters is not None:
                 self._app_counters.inc("kernel.decode_errors")
             return
-        self.table.apply(event)
+        try:
+            self.table.apply(event)
+        except Exception:   # a table bug must not kill the ring-buffer callback; counted and logged
+            self.decode_errors += 1
+            log.exception("applying a kernel event failed")
 
     def _poll_loop(self) -> None:
         last_sweep = time.monotonic()
