@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import json
 import os
 import random
@@ -508,7 +509,7 @@ def test_behind_proxy_keeps_forwarded_for_apart(lab: Lab) -> None:
 def test_cli_query_shows_network_facts_and_failing_stacks(lab: Lab) -> None:
     """The issue's "done when": a request from a custom TTL/MSS stack comes back from `authwire query
     --format json` joined EXACT with those facts, and --group-by names the stack that failed auth most."""
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1)) + "Z"
+    since = datetime.datetime.now(datetime.UTC).isoformat()  # precise: earlier tests' records stay out
     far = STACKS.index(next(s for s in STACKS if s.name == "far"))
     rids: list[str] = []
 
@@ -581,7 +582,7 @@ def test_cli_filters_on_rtt_retransmits_and_community_id(lab: Lab) -> None:
     by --retransmits-gt and by its Community ID; RTT bounds include/exclude it. Through the CLI."""
     client = lab.client(0)
     port = 25000 + os.getpid() % 5000
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1)) + "Z"
+    since = datetime.datetime.now(datetime.UTC).isoformat()  # precise: earlier tests' records stay out
     table = f"awjoin{os.getpid()}"
     rule = (f"add table inet {table}\n"
             f"add chain inet {table} in {{ type filter hook input priority 0; }}\n"
