@@ -99,30 +99,38 @@ def test_bytes_and_packets_per_direction_are_exact(program, topo):
         assert conn.HasField("close_time")
 
 
-def test_retransmits_counted_when_loss_is_injected(program, topo):
+@pytest.mark.parametrize("sender", ["server", "client"])
+def test_retransmits_counted_when_loss_is_injected(program, topo, sender):
+    """Drop one side's data behind the inspector (nftables input hook on the receiving side, which runs
+    after tc): the wire shows every attempt, so retransmits equal the sender's own TCP_INFO count."""
     client = topo.clients[0]
     with running_inspector(program, topo) as insp:
         server = topo.server_socket(PORT)
         sock, peer, src, dst = _pair(topo, server)
         wait_connection(insp, src, dst, state=ST.CONNECTION_STATE_ESTABLISHED)
-        # Drop the server's data on the client's side, behind the inspector (which sees every attempt).
-        client.exec("nft", "add table inet awloss")
-        client.exec("nft", "add chain inet awloss in { type filter hook input priority 0 ; }")
-        client.exec("nft", f"add rule inet awloss in tcp sport {PORT} ip length > 100 drop")
+        if sender == "server":
+            tx, rx, receiver_exec, match = peer, sock, client.exec, f"tcp sport {PORT}"
+        else:
+            tx, rx, receiver_exec, match = sock, peer, topo.server_exec, f"tcp dport {PORT}"
+        receiver_exec("nft", "add table inet awloss")
+        receiver_exec("nft", "add chain inet awloss in { type filter hook input priority 0 ; }")
+        receiver_exec("nft", f"add rule inet awloss in {match} ip length > 100 drop")
         try:
-            peer.sendall(b"r" * 500)
-            wait_until(lambda: tcp_info(peer)["total_retrans"] >= 2, 10, "the server to retransmit twice")
+            tx.sendall(b"r" * 500)
+            wait_until(lambda: tcp_info(tx)["total_retrans"] >= 2, 10, f"the {sender} to retransmit twice")
         finally:
-            client.exec("nft", "delete table inet awloss")
-        assert _recv_exact(sock, 500) == b"r" * 500
-        wait_until(lambda: tcp_info(peer)["unacked"] == 0, 5, "the server to have nothing unacked")
-        retrans = tcp_info(peer)["total_retrans"]
+            receiver_exec("nft", "delete table inet awloss")
+        assert _recv_exact(rx, 500) == b"r" * 500
+        wait_until(lambda: tcp_info(tx)["unacked"] == 0, 5, f"the {sender} to have nothing unacked")
+        retrans = tcp_info(tx)["total_retrans"]
         conn = wait_connection(insp, src, dst)
-        assert conn.to_client.retransmits == retrans       # seen on the wire: sequence went backwards
-        assert conn.to_client.stack_retransmits == retrans  # reported by tcp:tcp_retransmit_skb
-        assert conn.to_server.retransmits == 0
-        assert "t" in conn.history
-        assert conn.to_client.bytes == 500 * (1 + retrans)
+        lossy, clean = (conn.to_client, conn.to_server) if sender == "server" else \
+            (conn.to_server, conn.to_client)
+        assert lossy.retransmits == retrans        # seen on the wire: sequence went backwards
+        assert lossy.stack_retransmits == retrans  # reported by tcp:tcp_retransmit_skb (sender is local)
+        assert clean.retransmits == 0 and clean.stack_retransmits == 0
+        assert ("t" if sender == "server" else "T") in conn.history
+        assert lossy.bytes == 500 * (1 + retrans)
         sock.close()
         peer.close()
         server.close()
