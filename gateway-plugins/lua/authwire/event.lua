@@ -68,8 +68,8 @@ function _M.packed_map(name)
     .. table.concat(parts, "|") .. "\"; }"
 end
 
-local function unpack_vars(packed, var)
-  local t = { http_user_agent = var.http_user_agent }
+local function unpack_vars(packed, c)
+  local t = {}
   local pos = 1
   for i = 1, PACKED_N - 1 do
     local bar = packed:find("|", pos, true)
@@ -85,15 +85,44 @@ local function unpack_vars(packed, var)
   return t
 end
 
---- Common part of the event from nginx variables.
+local CAPTURED = { "realip_remote_addr", "realip_remote_port", "remote_addr", "remote_port", "server_addr",
+                   "server_port", "connection", "connection_requests", "request_id", "request_method", "host",
+                   "status", "request_length", "bytes_sent", "uri" }
+
+--- The log-phase half: copy the variable values an event needs, nothing more. Building the tables and
+-- encoding happen later, in a timer, for a whole batch: there LuaJIT compiles the loop, while code run
+-- once per request mostly stays in the interpreter (measured: ~20 µs per request in the log phase vs a
+-- few µs per event in the batch loop).
 -- @param var ngx.var or APISIX ctx.var
--- @param opts {gateway = "apisix"|"kong"|"other", node, version, include_user_agent (default true),
---              start_time (seconds, default ngx.req.start_time()), now (default ngx.now()),
---              packed_var (name of the variable made by packed_map(), optional)}
-function _M.from_var(var, opts)
-  if opts.packed_var then
-    local packed = var[opts.packed_var]
-    var = packed and unpack_vars(packed, var) or var
+-- @param opts {include_user_agent (default true), packed_var (name of the packed_map() variable),
+--              start_time (default ngx.req.start_time()), now (default ngx.now())}
+function _M.capture_var(var, opts)
+  local c
+  local packed = opts.packed_var and var[opts.packed_var]
+  if packed then
+    c = { packed = packed }
+  else
+    c = {}
+    for i = 1, #CAPTURED do
+      local name = CAPTURED[i]
+      c[name] = var[name]
+    end
+  end
+  if opts.include_user_agent ~= false then
+    c.http_user_agent = var.http_user_agent
+  end
+  c.start_time = opts.start_time or ngx.req.start_time()
+  c.now = opts.now or ngx.now()
+  return c
+end
+
+--- The timer half: the common part of the event from captured values.
+-- @param c a capture_var() result
+-- @param opts {gateway = "apisix"|"kong"|"other", node, version}
+function _M.from_captured(c, opts)
+  local var = c
+  if c.packed then
+    var = unpack_vars(c.packed, c) or {}
   end
   -- realip_remote_addr/port hold the TCP peer when the real-ip module rewrote remote_addr (nginx >= 1.9.7)
   local peer_ip = ip_of(var.realip_remote_addr) or ip_of(var.remote_addr)
@@ -103,9 +132,8 @@ function _M.from_var(var, opts)
   if remote and remote ~= peer_ip then
     forwarded = remote
   end
-  local start = opts.start_time or ngx.req.start_time()
-  local now = opts.now or ngx.now()
-  local ev = {
+  local start, now = c.start_time, c.now
+  return {
     request_id = cut(var.request_id, 128),
     start_time = timestamp(start),
     latency = duration(now - start),
@@ -120,12 +148,17 @@ function _M.from_var(var, opts)
       host = cut(var.host, 255),
       path = cut(var.uri, 2048),
       status = num(var.status),
-      user_agent = opts.include_user_agent ~= false and cut(var.http_user_agent, 512) or nil,
+      user_agent = cut(c.http_user_agent, 512),
       request_bytes = num(var.request_length),
       response_bytes = num(var.bytes_sent),
     },
   }
-  return ev
+end
+
+--- Both halves at once (for callers that build the event where they capture it).
+-- @param opts the union of capture_var() and from_captured() options
+function _M.from_var(var, opts)
+  return _M.from_captured(_M.capture_var(var, opts), opts)
 end
 
 --- The credential id as reported: itself, or HMAC-SHA256(key, id) hex when pseudonymizing.

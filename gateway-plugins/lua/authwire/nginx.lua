@@ -38,36 +38,50 @@ function _M.body_filter()
   end
 end
 
-local function build_and_push(conf, r)
-  local ev = event.from_var(ngx.var, { gateway = conf.gateway or "other", node = conf.node,
-                                       version = conf.version, include_user_agent = conf.include_user_agent,
-                                       packed_var = conf.packed_var })
-  local a = ngx.ctx.authwire
-  if a then
-    ev.auth = event.auth({
-      attempted = true, plugin = a.plugin, success = a.success, consumer = a.consumer,
-      credential_id = event.credential_id(a.credential_id, conf), status = ev.http.status,
-      message = a.message or event.message_of_body(a.body), gateway = conf.gateway, jwt = a.jwt,
-    })
-  else
-    ev.auth = event.auth({ attempted = false })
+-- Timer side: captured entry -> encoded AuthEvent.
+local function encoder(conf)
+  local opts = { gateway = conf.gateway or "other", node = conf.node, version = conf.version }
+  return function(c)
+    local ev = event.from_captured(c, opts)
+    local a = c.auth
+    if a then
+      ev.auth = event.auth({
+        attempted = true, plugin = a.plugin, success = a.success, consumer = a.consumer,
+        credential_id = event.credential_id(a.credential_id, conf), status = ev.http.status,
+        message = a.message or event.message_of_body(a.body), gateway = conf.gateway, jwt = a.jwt,
+      })
+    else
+      ev.auth = event.auth({ attempted = false })
+    end
+    return protobuf.encode_auth_event(ev)
   end
-  local bytes, err = protobuf.encode_auth_event(ev)
-  if not bytes then
-    r:inc("encode_errors", 1)
-    r:log_limited(ngx.ERR, "cannot encode event: ", err)
-    return false
-  end
-  return r:push(bytes)
 end
 
---- Build, encode and queue the event of the current request. Never raises; returns true when queued.
+local reporters = setmetatable({}, { __mode = "k" }) -- conf table -> its reporter
+
+local function reporter_for(conf)
+  local r = reporters[conf]
+  if not r then
+    r = reporter.new(conf, encoder(conf))
+    reporters[conf] = r
+  end
+  return r
+end
+
+local function capture_and_push(conf, r)
+  local c = event.capture_var(ngx.var, conf)
+  c.auth = ngx.ctx.authwire
+  return r:push(c)
+end
+
+--- Capture the current request's values and queue them (the event is built and encoded in the sending
+-- timer). Never raises; returns true when queued.
 function _M.log(conf)
-  local r = reporter.new(conf)
-  local ok, queued = pcall(build_and_push, conf, r)
+  local r = reporter_for(conf)
+  local ok, queued = pcall(capture_and_push, conf, r)
   if not ok then
     r:inc("encode_errors", 1)
-    r:log_limited(ngx.ERR, "cannot build event: ", queued)
+    r:log_limited(ngx.ERR, "cannot capture the request: ", queued)
     return false
   end
   return queued
@@ -75,7 +89,7 @@ end
 
 --- This worker's reporter counters (for a status endpoint).
 function _M.stats(conf)
-  return reporter.new(conf):stats()
+  return reporter_for(conf):stats()
 end
 
 return _M

@@ -41,7 +41,9 @@ local COUNTERS = { "pushed", "sent", "rejected", "dropped_queue_full", "dropped_
 local instances = {}
 
 --- A reporter for `conf` (one per worker per name; later calls return the same one).
-function _M.new(conf)
+-- @param encode optional function(entry) -> bytes | nil, err: queued entries are turned into encoded
+--        AuthEvents in the sending timer, a batch at a time (without it, entries must already be bytes)
+function _M.new(conf, encode)
   conf = conf or {}
   local name = conf.name or conf.sidecar or DEFAULTS.sidecar
   local self = instances[name]
@@ -62,6 +64,7 @@ function _M.new(conf)
     failing = false, last_log = -1e9, suppressed = 0,
     stats_dict = c.stats_dict and ngx.shared[c.stats_dict] or nil,
     counters = {},
+    encode = encode,
   }, mt)
   for _, k in ipairs(COUNTERS) do
     self.counters[k] = 0
@@ -112,7 +115,8 @@ local function schedule(self, delay)
   self.scheduled = true
 end
 
---- Queue one encoded AuthEvent. Returns true, or false when it was dropped (queue full).
+--- Queue one entry (an encoded AuthEvent, or what `encode` takes). Returns true, or false when it was
+-- dropped (queue full).
 function _M:push(encoded)
   if self.tail - self.head + 1 >= self.conf.queue_max then
     self:inc("dropped_queue_full", 1)
@@ -177,6 +181,34 @@ local function send_with_retry(self, batch, exiting)
   end
 end
 
+local function encode_batch(self, batch)
+  local encode = self.encode
+  if not encode then
+    return batch
+  end
+  local out, n = {}, 0
+  for i = 1, #batch do
+    local ok, bytes, err = pcall(encode, batch[i])
+    if ok and bytes then
+      n = n + 1
+      out[n] = bytes
+    else
+      self:inc("encode_errors", 1)
+      self:log_limited(ERR, "cannot encode an event: ", ok and err or bytes)
+    end
+  end
+  return out
+end
+
+local function drain(self, exiting)
+  while self:count() > 0 do
+    local batch = encode_batch(self, take(self))
+    if #batch > 0 then
+      send_with_retry(self, batch, exiting)
+    end
+  end
+end
+
 function flush(premature, self)
   self.scheduled = false
   if self.running then
@@ -184,11 +216,7 @@ function flush(premature, self)
   end
   self.running = true
   -- on worker exit (premature) try once to ship what is queued, without retries
-  local ok, err = pcall(function()
-    while self:count() > 0 do
-      send_with_retry(self, take(self), premature or worker_exiting())
-    end
-  end)
+  local ok, err = pcall(drain, self, premature or worker_exiting())
   self.running = false
   if not ok then
     self:log_limited(ERR, "flush failed: ", err)

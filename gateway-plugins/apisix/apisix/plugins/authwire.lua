@@ -15,7 +15,7 @@ local event = require("authwire.event")
 local protobuf = require("authwire.protobuf")
 
 local ngx = ngx
-local pairs, type, tostring, setmetatable = pairs, type, tostring, setmetatable
+local pairs, type, tostring, tonumber, setmetatable = pairs, type, tostring, tonumber, setmetatable
 
 local plugin_name = "authwire"
 local batch_processor_manager = bp_manager_mod.new(plugin_name)
@@ -197,22 +197,53 @@ local function auth_of(conf, ctx, status)
   return event.auth(a)
 end
 
-local function build(conf, ctx)
+-- Log phase: capture what the event needs (the auth part is decided here, where ctx is). The event
+-- tables are built and encoded in the batch processor's timer, a batch at a time, where LuaJIT compiles
+-- the loop (in the log phase the same code runs interpreted, per request).
+local function capture(conf, ctx)
   local var = ctx.var
-  local ev = event.from_var(var, { gateway = "apisix", node = conf.node or var.hostname,
-                                   version = core.version and core.version.VERSION,
-                                   include_user_agent = conf.include_user_agent })
-  ev.route_id = ctx.route_id and tostring(ctx.route_id) or nil
-  ev.service_id = ctx.service_id and tostring(ctx.service_id) or nil
-  ev.auth = auth_of(conf, ctx, ev.http.status)
+  local c = event.capture_var(var, conf)
+  c.node = conf.node or var.hostname
+  c.route_id = ctx.route_id and tostring(ctx.route_id) or nil
+  c.service_id = ctx.service_id and tostring(ctx.service_id) or nil
+  c.auth = auth_of(conf, ctx, tonumber(c.status))
+  return c
+end
+
+local VERSION = core.version and core.version.VERSION
+
+local function to_bytes(c)
+  local ev = event.from_captured(c, { gateway = "apisix", node = c.node, version = VERSION })
+  ev.route_id, ev.service_id, ev.auth = c.route_id, c.service_id, c.auth
   return protobuf.encode_auth_event(ev)
+end
+
+local function encode_batch(entries)
+  local out, n = {}, 0
+  for i = 1, #entries do
+    local ok, bytes, err = pcall(to_bytes, entries[i])
+    if ok and bytes then
+      n = n + 1
+      out[n] = bytes
+    else
+      counters.encode_errors = counters.encode_errors + 1
+      warn_limited("authwire: cannot encode an event: ", ok and err or bytes)
+    end
+  end
+  return out
 end
 
 local function send(conf)
   return function(entries)
     local n = (attempts[entries] or 0) + 1
     attempts[entries] = n
-    local resp, err = client.report(conf, entries)
+    local encoded = encode_batch(entries)
+    local resp, err
+    if #encoded > 0 then
+      resp, err = client.report(conf, encoded)
+    else
+      resp = { accepted = 0, rejections = {} }
+    end
     if not resp then
       counters.send_errors = counters.send_errors + 1
       if n > conf.max_retry_count then
@@ -235,10 +266,10 @@ local function send(conf)
 end
 
 function _M.log(conf, ctx)
-  local ok, entry, err = pcall(build, conf, ctx)
-  if not ok or not entry then
+  local ok, entry = pcall(capture, conf, ctx)
+  if not ok then
     counters.encode_errors = counters.encode_errors + 1
-    warn_limited("authwire: cannot build the event: ", ok and err or entry)
+    warn_limited("authwire: cannot capture the request: ", entry)
     return
   end
   -- Our own bound, checked before APISIX's (which logs an error line per discarded entry): an outage

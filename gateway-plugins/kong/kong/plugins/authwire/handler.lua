@@ -31,6 +31,7 @@ local counters = { queued = 0, sent = 0, rejected = 0, dropped_queue_full = 0, d
 local pending = 0            -- entries enqueued and not yet sent or given up
 local failing_since = {}     -- first entry of a failing batch -> time of its first attempt
 local last_warn = -1e9
+local encode_batch -- defined with the event builders below
 
 local function warn_limited(...)
   local now = ngx.now()
@@ -55,7 +56,13 @@ end
 local function send(conf, entries)
   local key = entries[1]
   local started = failing_since[key] or ngx.now()
-  local resp, err = client.report(conf, entries)
+  local encoded = encode_batch(entries)
+  local resp, err
+  if #encoded > 0 then
+    resp, err = client.report(conf, encoded)
+  else
+    resp = { accepted = 0, rejections = {} }
+  end
   if resp then
     failing_since[key] = nil
     pending = pending - #entries
@@ -174,30 +181,57 @@ local function auth_of(conf, status)
   return ev
 end
 
-local function build(conf)
+-- Log phase: capture what the event needs (the auth part is decided here, with the PDK). The event
+-- tables are built and encoded in the queue's timer, a batch at a time, where LuaJIT compiles the loop.
+local function capture(conf)
   local var = ngx.var
-  local ev = event.from_var(var, { gateway = "kong", node = conf.node or kong.node.get_hostname(),
-                                   version = kong.version, include_user_agent = conf.include_user_agent })
+  local c = event.capture_var(var, conf)
+  c.node = conf.node or kong.node.get_hostname()
   -- the PDK's view where it has one: TCP peer vs the forwarded (trusted real-ip) client
-  ev.client = { ip = kong.client.get_ip(), port = kong.client.get_port() }
-  local forwarded = kong.client.get_forwarded_ip()
-  ev.forwarded_for = forwarded ~= ev.client.ip and forwarded or nil
-  ev.server.port = kong.request.get_port()
-  ev.request_id = var.kong_request_id or var.request_id
-  local status = kong.response.get_status()
-  ev.http.method, ev.http.status = kong.request.get_method(), status
+  c.peer_ip, c.peer_port = kong.client.get_ip(), kong.client.get_port()
+  c.forwarded_ip = kong.client.get_forwarded_ip()
+  c.server_port_pdk = kong.request.get_port()
+  c.kong_request_id = var.kong_request_id
+  c.method = kong.request.get_method()
+  c.status_pdk = kong.response.get_status()
   local route, service = kong.router.get_route(), kong.router.get_service()
-  ev.route_id = route and route.id and tostring(route.id) or nil
-  ev.service_id = service and service.id and tostring(service.id) or nil
-  ev.auth = auth_of(conf, status)
+  c.route_id = route and route.id and tostring(route.id) or nil
+  c.service_id = service and service.id and tostring(service.id) or nil
+  c.auth = auth_of(conf, c.status_pdk)
+  return c
+end
+
+local function to_bytes(c)
+  local ev = event.from_captured(c, { gateway = "kong", node = c.node, version = kong.version })
+  ev.client = { ip = c.peer_ip, port = c.peer_port }
+  ev.forwarded_for = c.forwarded_ip ~= c.peer_ip and c.forwarded_ip or nil
+  ev.server.port = c.server_port_pdk
+  ev.request_id = c.kong_request_id or ev.request_id
+  ev.http.method, ev.http.status = c.method, c.status_pdk
+  ev.route_id, ev.service_id, ev.auth = c.route_id, c.service_id, c.auth
   return protobuf.encode_auth_event(ev)
 end
 
+function encode_batch(entries)
+  local out, n = {}, 0
+  for i = 1, #entries do
+    local ok, bytes, err = pcall(to_bytes, entries[i])
+    if ok and bytes then
+      n = n + 1
+      out[n] = bytes
+    else
+      counters.encode_errors = counters.encode_errors + 1
+      warn_limited("authwire: cannot encode an event: ", ok and err or bytes)
+    end
+  end
+  return out
+end
+
 function AuthwireHandler:log(conf)
-  local ok, entry, err = pcall(build, conf)
-  if not ok or not entry then
+  local ok, entry = pcall(capture, conf)
+  if not ok then
     counters.encode_errors = counters.encode_errors + 1
-    warn_limited("authwire: cannot build the event: ", ok and err or entry)
+    warn_limited("authwire: cannot capture the request: ", entry)
     return
   end
   local queue_conf = Queue.get_params(conf)
