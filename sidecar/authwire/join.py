@@ -25,7 +25,7 @@ dual-stack gateways report v4 peers that way while the kernel sees IPv4 packets.
 Enrichment (record.proto Join):
 - behind_proxy: forwarded_for is set. The kernel facts then describe the TCP peer (the proxy or load
   balancer), never the client named in forwarded_for, which stays in the event.
-- connection_age: request start - SYN time (0 when the SYN was not seen).
+- connection_age: request start - SYN time (unset when the SYN was not seen: mid-stream).
 - kernel_request_index: this report's number (from 1) among the reports joined to that connection uid by
   this sidecar, in join order. Tracked for the newest MAX_TRACKED connections only (LRU): a connection
   that falls out starts again at 1 (counted as join.index_forgotten).
@@ -41,9 +41,9 @@ Enrichment (record.proto Join):
 - The connection is a snapshot as of the join: counters, state and close time as the table had them,
   the SYN annotated by authwire.fingerprint and the Community ID filled in if the table left it empty.
 
-Counters: ("join", <status name>) per join; ("join.wait", "started" / "found" / "timed_out") for
-reports that had to wait;
-("join.gateway_conn_mismatch", "") candidates skipped by the gateway-connection-id rule.
+Counters: ("join", <status name>) per join; ("join.wait", "started" / "found" / "timed_out") for reports
+that had to wait; ("join.gateway_conn_mismatch", "") candidates skipped by the gateway-connection-id rule;
+("join.index_forgotten", "") connections dropped from the request-index memory.
 """
 
 from __future__ import annotations
