@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
+from google.protobuf import json_format
+
 from authwire.records import short_enum, to_dict
 from authwire.v1 import auth_event_pb2, connection_pb2, query_pb2, record_pb2
 
@@ -128,7 +130,10 @@ def connection_row(c: connection_pb2.Connection) -> dict[str, str]:
 def connections(items: Sequence[connection_pb2.Connection], fmt: str, out: TextIO = sys.stdout) -> None:
     if fmt == "json":
         for c in items:
-            out.write(json.dumps(to_dict(c)) + "\n")
+            # Zero counters and false flags are facts here (0 retransmits, no SACK): print every field.
+            d = json_format.MessageToDict(c, preserving_proto_field_name=True,
+                                          always_print_fields_with_no_presence=True)
+            out.write(json.dumps(d) + "\n")
         return
     rows = [connection_row(c) for c in items]
     table(rows, list(connection_row(connection_pb2.Connection())), out)

@@ -64,6 +64,13 @@ def test_serve_connections_stats_and_detach_after_kill(tmp_path):
             assert int(row["to_server"]["packets"]) >= 3
             assert row["state"] == "CONNECTION_STATE_ESTABLISHED"
             assert row["history"].startswith("ShA")
+            # Every field the issue promises is present, zeros and false included.
+            for direction in ("to_server", "to_client"):
+                assert {"bytes", "packets", "retransmits"} <= set(row[direction])
+            assert row["to_server"]["retransmits"] in (0, "0")
+            assert {"ttl", "mss", "window", "window_scale", "option_kinds", "sack_permitted",
+                    "timestamps"} <= set(row["syn"])
+            assert row["mid_stream"] is False
             assert row["handshake_rtt"].endswith("s")
             table = cli(first, "connections")
             assert f"{client.ip4}:{local_port}" in table
