@@ -76,3 +76,34 @@ def test_topology_removes_its_namespaces_even_on_failure():
         raise RuntimeError("test body failed")
     assert not (made & set(leftover_namespaces()))
     assert set(leftover_namespaces()) <= before
+
+
+def test_sigterm_detaches_a_process_that_installed_no_handler(topo):
+    """A program embedding the inspector (no signal handling of its own) still detaches on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    from support import wait_until
+
+    iface = topo.server_ifaces[0]
+    script = (
+        "import sys, time\n"
+        "from authwire.config import Config\n"
+        "from authwire.kernel import start_inspector\n"
+        f"start_inspector(Config(iface=[{iface!r}], max_flows=256), None, netns={topo.server_ns!r})\n"
+        "print('attached', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "attached"
+        assert sorted(list_filters(topo.server_ns, iface)) == ["authwire-egress", "authwire-ingress"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == -signal.SIGTERM   # still dies by the signal, as it would have
+        wait_until(lambda: list_filters(topo.server_ns, iface) == [], 5, "the filters to be removed")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
