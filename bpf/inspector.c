@@ -5,7 +5,8 @@
  * (bcc may compile against headers of another kernel version). Observe, never alter: every path returns
  * TC_ACT_UNSPEC ("no opinion"), so later tc filters still run and the packet's verdict is unchanged;
  * TC_ACT_OK would end classification and hide packets from filters behind ours.
- * Compile-time parameters from the loader: AW_MAX_FLOWS, AW_RECENT_SLOTS (power of two). */
+ * Compile-time parameters from the loader: AW_MAX_FLOWS, AW_RECENT_SLOTS (power of two).
+ * Decoded by sidecar/authwire/kernel/events.py; loaded and attached by sidecar/authwire/kernel/loader.py. */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/in.h>
@@ -126,13 +127,11 @@ static __always_inline int seq_before(u32 a, u32 b) { return (s32)(a - b) < 0; }
 
 struct aw_pkt {
     struct aw_key key;
-    int src_is_a;
     u32 seq;
     u32 ack_seq;
     u32 payload;
     u16 window;
     u8 flags;       /* TCP flags byte: FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 URG 0x20 ECE 0x40 CWR 0x80 */
-    u8 src_port_lower;
 };
 
 #define F_FIN 0x01
@@ -349,7 +348,6 @@ static __always_inline int inspect(struct __sk_buff *skb)
         pkt.key.port_a = dport;
         pkt.key.port_b = sport;
     }
-    pkt.src_is_a = src_first;
 
     u8 fl = pkt.flags;
     int is_syn = (fl & F_SYN) && !(fl & F_ACK);
