@@ -232,3 +232,40 @@ def test_dockerfile_builds_the_package_on_debian_bcc():
     assert "127.0.0.1:9180" in config.listen and config.grpc_web_listen == ["127.0.0.1:9181"]
     exposed = {int(p) for p in shlex.split(re.search(r"^EXPOSE (.*)$", text, re.M).group(1))}
     assert exposed == {9180, 9181}
+
+
+def _readme_table_fields(readme: str) -> set[str]:
+    """Field names in the README's configuration table (first column, `config.` prefix dropped)."""
+    fields = set()
+    for row in re.findall(r"^\| (`[^|]+) \|", readme, re.M):
+        for name in re.findall(r"`(?:config\.)?([\w.]+)`", row):
+            fields.add(name)
+            fields.add(name.split(".")[0])  # queue.max_batch_size documents `queue`
+    return fields
+
+
+@pytest.mark.parametrize("gateway", ["apisix", "kong"])
+def test_compose_follows_the_plugin_readme(gateway):
+    """Mount layout, Lua search path, plugin list, default address and config fields as the plugin's README
+    documents them (gateway-plugins/<gateway>/README.md)."""
+    readme = (PLUGINS / gateway / "README.md").read_text()
+    base = COMPOSE / gateway
+    service = load(gateway)["services"][gateway]
+    # README: "mount this repository's gateway-plugins at /opt/authwire"; compose mounts the two subtrees.
+    assert re.search(r"`gateway-plugins`\s+at\s+`/opt/authwire`", readme)
+    for target, source in mounts(service, base).items():
+        if target.startswith("/opt/authwire/"):
+            assert source == PLUGINS / target.removeprefix("/opt/authwire/"), target
+    if gateway == "apisix":
+        conf = yaml.safe_load((base / "config.yaml").read_text())
+        assert f'extra_lua_path: "{conf["apisix"]["extra_lua_path"]}"' in readme
+        plugin_conf = yaml.safe_load((base / "apisix.yaml").read_text())["global_rules"][0]["plugins"]["authwire"]
+    else:
+        env = service["environment"]
+        assert f"lua_package_path = {env['KONG_LUA_PACKAGE_PATH']}" in readme
+        assert f"plugins = {env['KONG_PLUGINS']}" in readme
+        declarative = yaml.safe_load((base / "kong.yml").read_text())
+        plugin_conf = next(p for p in declarative["plugins"] if p["name"] == "authwire")["config"]
+    default = re.search(r"\| `(?:config\.)?sidecar` \| `([^`]+)` \|", readme).group(1)
+    assert plugin_conf["sidecar"] == default, "compose uses the documented default address"
+    assert set(plugin_conf) <= _readme_table_fields(readme), "every field compose sets is documented"
