@@ -6,8 +6,8 @@ import socket
 import struct
 
 import pytest
-from capture import Capture
-from conftest import running_inspector, wait_connection
+from kernel_capture import Capture
+from kernel_running import running_inspector, wait_connection
 
 from authwire.v1 import connection_pb2
 from netns import Topology

@@ -6,8 +6,8 @@ import socket
 import struct
 
 import pytest
-from capture import Capture, option_kinds, option_value
-from conftest import running_inspector, wait_connection
+from kernel_capture import Capture, option_kinds, option_value
+from kernel_running import running_inspector, wait_connection
 
 from netns import Topology
 from support import require_root_bcc
