@@ -13,11 +13,19 @@ else is a WRONG join. Prints one result line:
 
   join: <n> requests over <c> keep-alive connections in <s> s = <r> req/s served, <j> records/s
         joined+stored (...); exact <e> (<p>%), no_connection <n>, wrong <w> (goal: ...)
+
+Phase 2 (unless --no-replay) sends every stored report again, with new request ids, straight to the
+sidecar while the connections sit closed in the grace period: join + store throughput when the sidecar
+has the CPU to itself, and every replayed record must join the same connection as the live one:
+
+  join_replay: <n> reports ...: <j> records/s joined+stored, sidecar CPU <us> us/record; exact <e>,
+               same connection as the live join <s>, wrong <w>
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sqlite3
@@ -31,9 +39,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "join")]
 
+import grpc  # noqa: E402
 from gateway import basic_authorization  # noqa: E402
 
-from authwire.v1 import query_pb2, record_pb2  # noqa: E402
+from authwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, record_pb2  # noqa: E402
 from netns import Topology  # noqa: E402
 from support import start_sidecar  # noqa: E402
 
@@ -68,6 +77,8 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=1000)
     p.add_argument("--duration", type=int, default=10, help="seconds of load (bounded)")
     p.add_argument("--workers", type=int, default=2, help="gateway worker processes")
+    p.add_argument("--no-replay", dest="replay", action="store_false",
+                   help="skip phase 2 (the same reports again, straight to the sidecar)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="authwire-bench-join-"))
     creds = tmp / "creds.json"
@@ -77,7 +88,8 @@ def main() -> int:
     sysctls = [{}, {"net.ipv4.ip_default_ttl": str(STACK_TTLS[1])}]
     with Topology(clients=2, client_sysctls=sysctls) as topo:
         ifaces = [a for i in topo.server_ifaces for a in ("--iface", i)]
-        sidecar = start_sidecar(tmp, *ifaces, "--max-flows", "65536", netns=topo.server_ns, inspector=True)
+        sidecar = start_sidecar(tmp, *ifaces, "--max-flows", "65536", "--grace-period", "300",
+                                netns=topo.server_ns, inspector=True)
         gateways: list[subprocess.Popen] = []
         wrks: list[subprocess.Popen] = []
         try:
@@ -110,6 +122,7 @@ def main() -> int:
                 g.wait(120)
             all_s = time.monotonic() - t0
             sidecar_cpu = cpu_seconds(sidecar.process.pid) - cpu0
+            replay = replay_phase(sidecar) if args.replay else None
         finally:
             for w in wrks:
                 if w.poll() is None:
@@ -133,7 +146,55 @@ def main() -> int:
                     dropped += gw_stats["dropped"] + gw_stats["rejected"]
         print(f"  gateways reported {queued} requests ({dropped} dropped or rejected)", file=sys.stderr)
         judge(sidecar.db, topo, args.connections, load_s, all_s, sidecar_cpu)
+        if replay is not None:
+            judge_replay(sidecar.db, *replay)
     return 0
+
+
+def replay_phase(sidecar) -> tuple[int, float, float]:
+    """Phase 2: every stored report again (new request ids), sent straight to the sidecar with a few
+    batches in flight, while its connections are closed but inside the grace period: what the join +
+    store path sustains when it has the CPU to itself. Returns (events, seconds, sidecar CPU seconds)."""
+    db = sqlite3.connect(f"file:{sidecar.db}?mode=ro", uri=True)
+    events = []
+    for (blob,) in db.execute("SELECT record FROM records"):
+        event = record_pb2.EnrichedRecord.FromString(blob).event
+        event.request_id = "replay-" + event.request_id
+        events.append(event)
+    db.close()
+    batches = [events[i:i + 500] for i in range(0, len(events), 500)]
+
+    async def send() -> None:
+        async with grpc.aio.insecure_channel(sidecar.address) as channel:
+            stub = ingest_pb2_grpc.IngestStub(channel)
+            queue = list(reversed(batches))
+
+            async def worker() -> None:
+                while queue:
+                    response = await stub.Report(ingest_pb2.ReportRequest(events=queue.pop()), timeout=120)
+                    if response.rejections:
+                        raise RuntimeError(f"replay rejected: {response.rejections[0]}")
+
+            await asyncio.gather(*(worker() for _ in range(4)))
+
+    cpu0 = cpu_seconds(sidecar.process.pid)
+    t0 = time.monotonic()
+    asyncio.run(send())
+    return len(events), time.monotonic() - t0, cpu_seconds(sidecar.process.pid) - cpu0
+
+
+def judge_replay(db_path: Path, n: int, seconds: float, cpu: float) -> None:
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    uid_of = dict(db.execute("SELECT request_id, connection_uid FROM records WHERE request_id NOT LIKE 'replay-%'"))
+    exact = same = 0
+    for rid, uid, status in db.execute(
+            "SELECT request_id, connection_uid, join_status FROM records WHERE request_id LIKE 'replay-%'"):
+        exact += status == record_pb2.JOIN_STATUS_EXACT
+        same += uid is not None and uid == uid_of.get(rid.removeprefix("replay-"))
+    print(f"join_replay: {n} reports straight to the sidecar (4 x 500-event batches in flight, connections "
+          f"closed, in grace period): {n / seconds:.0f} records/s joined+stored, sidecar CPU "
+          f"{1e6 * cpu / max(n, 1):.0f} us/record; exact {exact}, same connection as the live join {same}, "
+          f"wrong {n - same}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -152,7 +213,7 @@ def judge(db_path: Path, topo: Topology, connections: int, load_s: float, all_s:
     wrong = 0
     total = 0
     first_ns = last_ns = None
-    for (blob,) in db.execute("SELECT record FROM records"):
+    for (blob,) in db.execute("SELECT record FROM records WHERE request_id NOT LIKE 'replay-%'"):
         rec = record_pb2.EnrichedRecord.FromString(blob)
         total += 1
         status_counts[rec.join.status] += 1
