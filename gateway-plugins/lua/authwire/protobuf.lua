@@ -251,11 +251,6 @@ for msg_name, specs in pairs(S) do
   end
 end
 
--- the field path for error messages, built only when there is an error
-local function where(prefix, name)
-  return prefix and (prefix .. "." .. name) or name
-end
-
 -- Events are written into one growing FFI byte buffer and copied out once: no intermediate Lua strings
 -- per field (string interning dominated the cost of a table-of-strings encoder). Encoding never yields,
 -- so one buffer per worker is safe.
@@ -295,88 +290,117 @@ local function put_bytes(str)
   pos = pos + l
 end
 
-local encode_into
-
-local function encode_field(spec, v, prefix)
-  local kind = spec[3]
-  if kind == "string" then
-    if type(v) ~= "string" then
-      if type(v) == "number" then
-        v = tostring(v)
-      else
-        error(where(prefix, spec[2]) .. ": expected a string, got " .. type(v), 0)
-      end
-    end
-    if v ~= "" then
-      v = to_utf8(v)
-      put_bytes(spec.key)
-      put_varint(#v)
-      put_bytes(v)
-    end
-    return
-  elseif kind == "message" then
-    if type(v) ~= "table" then
-      error(where(prefix, spec[2]) .. ": expected a table, got " .. type(v), 0)
-    end
-    put_bytes(spec.key)
-    -- one byte reserved for the length; moved right in the rare case the message is 128+ bytes
-    reserve(1)
-    local len_at = pos
-    pos = pos + 1
-    encode_into(spec[4], v, prefix and where(prefix, spec[2]) or spec[2])
-    local len = pos - len_at - 1
-    if len < 128 then
-      buf[len_at] = len
-    else
-      local prefix_bytes = varint_small(len)
-      local extra = #prefix_bytes - 1
-      reserve(extra)
-      C.memmove(buf + len_at + 1 + extra, buf + len_at + 1, len)
-      ffi.copy(buf + len_at, prefix_bytes, #prefix_bytes)
-      pos = pos + extra
-    end
-    return
-  end
-  if kind == "enum" and type(v) == "string" then
-    local n = spec.enum[v]
-    if not n then
-      error(where(prefix, spec[2]) .. ": unknown enum value " .. v, 0)
-    end
-    v = n
-  elseif type(v) == "number" then
-    if kind == "uint32" and (v < 0 or v > U32_MAX) then
-      error(where(prefix, spec[2]) .. ": out of range for uint32: " .. tostring(v), 0)
-    elseif kind == "int32" and (v < I32_MIN or v > I32_MAX) then
-      error(where(prefix, spec[2]) .. ": out of range for int32: " .. tostring(v), 0)
-    end
-  end
-  if type(v) == "number" and v > 0 and v < TWO53 and v == floor(v) then
-    put_bytes(spec.key) -- the common case, kept short for the JIT
-    put_varint(v)
-    return
-  end
-  local b = encode_integer(v, spec.signed, where(prefix, spec[2]))
-  if b then
-    put_bytes(spec.key)
-    put_bytes(b)
-  end
+local function len_begin()
+  reserve(1)
+  local at = pos
+  pos = pos + 1
+  return at
 end
 
-function encode_into(msg_name, t, prefix)
-  local specs = S[msg_name]
-  for i = 1, #specs do
-    local spec = specs[i]
-    local v = t[spec[2]]
-    -- cjson.null / ngx.null (lightuserdata) mean absent
-    if v ~= nil and type(v) ~= "userdata" then
-      encode_field(spec, v, prefix)
+-- a nested message's length goes in the byte reserved before it; moved right when it is 128+ bytes
+local function len_end(at)
+  local len = pos - at - 1
+  if len < 128 then
+    buf[at] = len
+    return
+  end
+  local prefix_bytes = varint_small(len)
+  local extra = #prefix_bytes - 1
+  reserve(extra)
+  C.memmove(buf + at + 1 + extra, buf + at + 1, len)
+  ffi.copy(buf + at, prefix_bytes, #prefix_bytes)
+  pos = pos + extra
+end
+
+local function field_error(path, message)
+  error(path .. ": " .. message, 0)
+end
+
+-- integers off the fast path: range checks, negative values, 64-bit cdata and decimal strings
+local function slow_integer(v, kind, path)
+  if type(v) == "number" then
+    if kind == "uint32" and (v < 0 or v > U32_MAX) then
+      field_error(path, "out of range for uint32: " .. tostring(v))
+    elseif kind == "int32" and (v < I32_MIN or v > I32_MAX) then
+      field_error(path, "out of range for int32: " .. tostring(v))
     end
   end
+  return encode_integer(v, kind == "int32" or kind == "int64" or kind == "enum", path)
+end
+
+-- One straight-line encoder per message *and path* (AuthEvent.client and .server get their own), generated
+-- from the field tables above: no per-field table walking, constant error paths, and no recursion (LuaJIT
+-- aborts traces on recursion, which left a spec-walking encoder interpreted).
+local HELPERS = { put_bytes = put_bytes, put_varint = put_varint, to_utf8 = to_utf8, len_begin = len_begin,
+                  len_end = len_end, field_error = field_error, slow_integer = slow_integer, floor = floor,
+                  type = type, tostring = tostring }
+local FAST_MAX = { uint32 = U32_MAX, int32 = I32_MAX, uint64 = TWO53 - 1, int64 = TWO53 - 1,
+                   enum = I32_MAX }
+
+local function generate(msg_name, path)
+  local consts = {}
+  local src = { "local H, K = ...",
+                "local put_bytes, put_varint, to_utf8, len_begin, len_end = H.put_bytes, H.put_varint, "
+                  .. "H.to_utf8, H.len_begin, H.len_end",
+                "local field_error, slow_integer, floor, type, tostring = H.field_error, H.slow_integer, "
+                  .. "H.floor, H.type, H.tostring",
+                "return function(t)", "local v" }
+  local function const(value)
+    consts[#consts + 1] = value
+    return "K[" .. #consts .. "]"
+  end
+  local function add(line)
+    src[#src + 1] = line
+  end
+  for _, spec in ipairs(S[msg_name]) do
+    local name, kind = spec[2], spec[3]
+    local fpath = path and (path .. "." .. name) or name
+    local P = string.format("%q", fpath)
+    local KEY = const(spec.key)
+    add(string.format("v = t[%q]", name))
+    add('if v ~= nil and type(v) ~= "userdata" then')
+    if kind == "string" then
+      add('  if type(v) ~= "string" then')
+      add('    if type(v) == "number" then v = tostring(v) else')
+      add('      field_error(' .. P .. ', "expected a string, got " .. type(v)) end')
+      add("  end")
+      add('  if v ~= "" then v = to_utf8(v); put_bytes(' .. KEY .. "); put_varint(#v); put_bytes(v) end")
+    elseif kind == "message" then
+      add('  if type(v) ~= "table" then field_error(' .. P .. ', "expected a table, got " .. type(v)) end')
+      add("  put_bytes(" .. KEY .. "); local at = len_begin(); " .. const(generate(spec[4], fpath))
+        .. "(v); len_end(at)")
+    else
+      if kind == "enum" then
+        local enum = const(spec.enum)
+        add('  if type(v) == "string" then')
+        add("    local n = " .. enum .. "[v]")
+        add('    if not n then field_error(' .. P .. ', "unknown enum value " .. v) end')
+        add("    v = n")
+        add("  end")
+      end
+      add('  if type(v) == "number" and v > 0 and v <= ' .. string.format("%.17g", FAST_MAX[kind])
+        .. " and v == floor(v) then")
+      add("    put_bytes(" .. KEY .. "); put_varint(v)")
+      add("  else")
+      add("    local b = slow_integer(v, " .. string.format("%q", kind) .. ", " .. P .. ")")
+      add("    if b then put_bytes(" .. KEY .. "); put_bytes(b) end")
+      add("  end")
+    end
+    add("end")
+  end
+  add("end")
+  local chunk = assert(loadstring(table.concat(src, "\n"), "=authwire.protobuf:" .. (path or msg_name)))
+  return chunk(HELPERS, consts)
+end
+
+local ENCODERS = {}
+for msg_name in pairs(S) do
+  ENCODERS[msg_name] = generate(msg_name, nil)
 end
 
 local function encode_message(msg_name, t)
   pos = 0
-  encode_into(msg_name, t, nil)
+  ENCODERS[msg_name](t)
   return ffi.string(buf, pos)
 end
 

@@ -36,7 +36,7 @@ local DEFAULTS = {
 _M.DEFAULTS = DEFAULTS
 
 local COUNTERS = { "pushed", "sent", "rejected", "dropped_queue_full", "dropped_send_failed", "send_errors",
-                   "timer_errors", "encode_errors" }
+                   "timer_errors", "encode_errors", "batches" }
 
 local instances = {}
 
@@ -200,13 +200,16 @@ local function encode_batch(self, batch)
   return out
 end
 
+-- Send full batches; a partial one waits flush_interval for company (the next timer), except on exit.
+-- Sending whatever trickled in during the previous send would mean one HTTP exchange per few events.
 local function drain(self, exiting)
-  while self:count() > 0 do
+  repeat
     local batch = encode_batch(self, take(self))
     if #batch > 0 then
+      self:inc("batches", 1)
       send_with_retry(self, batch, exiting)
     end
-  end
+  until self:count() == 0 or (self:count() < self.conf.batch_max_size and not exiting)
 end
 
 function flush(premature, self)
@@ -222,7 +225,7 @@ function flush(premature, self)
     self:log_limited(ERR, "flush failed: ", err)
   end
   if self:count() > 0 and not premature then
-    schedule(self, 0)
+    schedule(self, self:count() >= self.conf.batch_max_size and 0 or self.conf.flush_interval)
   end
 end
 
