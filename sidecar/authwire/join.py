@@ -205,33 +205,48 @@ class Joiner:
         return False
 
     async def join(self, event: auth_event_pb2.AuthEvent) -> JoinResult:
-        join = record_pb2.Join(behind_proxy=bool(event.forwarded_for))
         if self.table is None:
-            join.status = record_pb2.JOIN_STATUS_INSPECTOR_OFF
-            self.counters.inc("join", "INSPECTOR_OFF")
-            return None, join
+            return self._inspector_off(event)
         self._ensure_listener()
-        key = (canonical_ip(event.client.ip), event.client.port, canonical_ip(event.server.ip), event.server.port)
-        start_ns = _ns(event.start_time)
-        gateway = (event.gateway.node, event.gateway_connection_id) if event.gateway_connection_id else None
-
+        key, start_ns, gateway = self._parse(event)
         began = time.monotonic()
         conn = self._select(key, start_ns, gateway)
         if conn is None and self.wait > 0:
             self.counters.inc("join.wait", "started")
             conn = await self._wait_for(key, start_ns, gateway, began + self.wait)
             self.counters.inc("join.wait", "found" if conn is not None else "timed_out")
-        waited = time.monotonic() - began
+        return self._result(event, conn, start_ns, gateway, time.monotonic() - began)
+
+    def _join_now(self, event: auth_event_pb2.AuthEvent) -> JoinResult | None:
+        """The join when it needs no waiting, else None (then join() must run: it waits)."""
+        key, start_ns, gateway = self._parse(event)
+        conn = self._select(key, start_ns, gateway)
+        if conn is None and self.wait > 0:
+            return None
+        return self._result(event, conn, start_ns, gateway, 0.0)
+
+    def _inspector_off(self, event: auth_event_pb2.AuthEvent) -> JoinResult:
+        self.counters.inc("join", "INSPECTOR_OFF")
+        return None, record_pb2.Join(status=record_pb2.JOIN_STATUS_INSPECTOR_OFF,
+                                     behind_proxy=bool(event.forwarded_for))
+
+    @staticmethod
+    def _parse(event: auth_event_pb2.AuthEvent) -> tuple[Key, int, tuple[str, int] | None]:
+        key = (canonical_ip(event.client.ip), event.client.port, canonical_ip(event.server.ip), event.server.port)
+        gateway = (event.gateway.node, event.gateway_connection_id) if event.gateway_connection_id else None
+        return key, _ns(event.start_time), gateway
+
+    def _result(self, event: auth_event_pb2.AuthEvent, conn: connection_pb2.Connection | None, start_ns: int,
+                gateway: tuple[str, int] | None, waited: float) -> JoinResult:
+        join = record_pb2.Join(behind_proxy=bool(event.forwarded_for))
         if waited > 0.0005:
             join.waited.FromNanoseconds(int(waited * 1e9))
-
         now_ns = time.time_ns()
         if conn is None:
             join.status = record_pb2.JOIN_STATUS_NO_CONNECTION
             join.kernel_events_lost = self._lost.lost_since(start_ns - int(LOST_LOOKBACK_S * 1e9), now_ns)
             self.counters.inc("join", "NO_CONNECTION")
             return None, join
-
         snapshot = conn  # candidates() builds fresh messages on every call: ours to fill in, no copy needed
         if snapshot.syn.ip_version and not snapshot.syn.signature:
             fingerprint.annotate(snapshot.syn)
@@ -286,9 +301,15 @@ class Joiner:
         return tracked.reports
 
     async def join_batch(self, events: Sequence[auth_event_pb2.AuthEvent]) -> list[JoinResult]:
-        """Join concurrently: one early report's wait never holds up the others of its batch."""
-        if self.table is None:  # no waiting possible: skip a task per event (~10 us each at ingest rates)
-            self.counters.inc("join", "INSPECTOR_OFF", len(events))
-            return [(None, record_pb2.Join(status=record_pb2.JOIN_STATUS_INSPECTOR_OFF,
-                                           behind_proxy=bool(e.forwarded_for))) for e in events]
-        return list(await asyncio.gather(*(self.join(e) for e in events)))
+        """Join a batch. Reports that need no waiting are joined inline, in order (a task per event costs
+        ~10 us at ingest rates); only those that must wait for the kernel become tasks, concurrently, so
+        one early report never holds up the rest of its batch."""
+        if self.table is None:
+            return [self._inspector_off(e) for e in events]
+        self._ensure_listener()
+        results: list[JoinResult | None] = [self._join_now(e) for e in events]
+        later = [i for i, r in enumerate(results) if r is None]
+        if later:
+            for i, r in zip(later, await asyncio.gather(*(self.join(events[i]) for i in later)), strict=True):
+                results[i] = r
+        return results  # type: ignore[return-value]
