@@ -210,3 +210,30 @@ def test_losses_before_the_first_join_are_not_hidden(monkeypatch) -> None:
     table.apply(opened(t))
     lost["ringbuf_reserve_failed"] = 2  # lost while this connection was open, before any report
     assert join(joiner, event_at(t + MS))[1].kernel_events_lost == 2
+
+
+def test_batch_joins_inline_and_waits_only_for_the_early_report(table) -> None:
+    counters = Counters()
+    joiner = Joiner(table, 10.0, counters)
+    now = time.time_ns()
+    early_client = (CLIENT[0], 43000)
+    table.apply(opened(now - 1_000 * MS))
+    batch = [event_at(now + 500 * MS, "early", client=early_client), event_at(now, "ready"),
+             event_at(now + MS, "ready2", forwarded_for="198.51.100.4")]
+
+    def kernel_catches_up() -> None:
+        wait_until(lambda: counters.get("join.wait", "started") == 1, 5, "the early report to wait")
+        table.apply(opened(now + 100 * MS, client=early_client, ttl=59))
+
+    poller = threading.Thread(target=kernel_catches_up)
+    poller.start()
+    try:
+        results = asyncio.run(joiner.join_batch(batch))
+    finally:
+        poller.join()
+    (early, je), (ready, jr), (ready2, jr2) = results
+    assert je.status == jr.status == jr2.status == record_pb2.JOIN_STATUS_EXACT
+    assert early.client.port == 43000 and early.syn.ttl == 59 and je.waited.ToNanoseconds() > 0
+    assert ready.client.port == CLIENT[1] and not jr.HasField("waited")
+    assert (jr.kernel_request_index, jr2.kernel_request_index) == (1, 2) and jr2.behind_proxy
+    assert counters.get("join.wait", "started") == 1  # the two ready reports never waited
