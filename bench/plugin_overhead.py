@@ -28,9 +28,7 @@ import nginx_process  # noqa: E402
 from support import start_sidecar  # noqa: E402
 
 # the one-variable fast path the plain-nginx README recommends (authwire.event.packed_map())
-PACKED_MAP = ("map $request_id $authwire_vars { volatile; default \"$realip_remote_addr|$realip_remote_port|"
-              "$remote_addr|$remote_port|$server_addr|$server_port|$connection|$connection_requests|$request_id|"
-              "$request_method|$host|$status|$request_length|$bytes_sent|$uri\"; }")
+PACKED_MAP = nginx_process.PACKED_MAP
 ROUNDS = int(os.environ.get("AUTHWIRE_BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("AUTHWIRE_BENCH_SECONDS", "3"))
 CONNECTIONS = 32

@@ -24,6 +24,10 @@ TEST_LUA = Path(__file__).resolve().parent / "lua"
 MODULES = Path("/usr/lib/nginx/modules")
 LUA_MODULES = ("ndk_http_module.so", "ngx_http_lua_module.so")
 ERROR_LEVELS = ("[error]", "[crit]", "[alert]", "[emerg]")
+# authwire.event.packed_map(): every variable the event needs, but the user agent, in one (uri last)
+PACKED_MAP = ("map $request_id $authwire_vars { volatile; default \"$realip_remote_addr|$realip_remote_port|"
+              "$remote_addr|$remote_port|$server_addr|$server_port|$connection|$connection_requests|$request_id|"
+              "$request_method|$host|$status|$request_length|$bytes_sent|$uri\"; }")
 
 
 def missing() -> str | None:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import nginx_process
 import pytest
 
 from authwire.v1 import auth_event_pb2 as ae
@@ -149,3 +150,13 @@ def test_report_response_decoder_reads_python_encoded_bytes():
         {"index": 1, "field": "client.port", "reason": "0 is outside 1..65535 ü"},
         {"index": 4, "field": "request_id", "reason": "empty"},
     ]}
+
+
+def test_packed_variable_map_matches_the_one_tests_and_bench_use():
+    luajit = shutil.which("luajit")
+    require(luajit is not None, "needs luajit (apt-get install luajit2)")
+    out = subprocess.run([luajit, "-e", f"package.path = {LUA_PATH!r} .. package.path; "
+                          "io.write(require('authwire.event').packed_map())"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == nginx_process.PACKED_MAP

@@ -30,6 +30,7 @@ WRONG_SECRET = "not-the-secret-but-also-32-bytes-long"
 
 HTTP = """
   lua_shared_dict authwire_stats 1m;
+  """ + nginx_process.PACKED_MAP + """
   server {
     listen 127.0.0.1:{port};
     body_filter_by_lua_block { require("authwire.nginx").body_filter() }
@@ -126,11 +127,14 @@ CASES = [
     ("/jwt/4", {}, 401, ae.AUTH_METHOD_JWT, ae.AUTH_OUTCOME_FAILURE, ae.FAILURE_REASON_MISSING_CREDENTIALS,
      "", "", "Missing JWT token in request"),
     ("/public/1", {}, 200, ae.AUTH_METHOD_NONE, ae.AUTH_OUTCOME_NOT_ATTEMPTED, 0, "", "", ""),
+    # a "|" in the path must not shift the packed fields (the uri is the packed variable's last field)
+    ("/public/a|b|c", {}, 200, ae.AUTH_METHOD_NONE, ae.AUTH_OUTCOME_NOT_ATTEMPTED, 0, "", "", ""),
 ]
 
 
-def test_each_request_is_reported_with_its_tuple_and_auth_outcome(nginx_available, short_tmp, gw_sidecar):
-    server = start(short_tmp)
+@pytest.mark.parametrize("packed", [False, True], ids=["vars", "packed_var"])
+def test_each_request_is_reported_with_its_tuple_and_auth_outcome(nginx_available, short_tmp, gw_sidecar, packed):
+    server = start(short_tmp, **({"packed_var": "authwire_vars"} if packed else {}))
     try:
         sent = {}
         for path, headers, want_status, *_ in CASES:
