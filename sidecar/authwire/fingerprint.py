@@ -18,7 +18,7 @@ Seven fields separated by ``:``::
 
     <ip version>:<initial ttl>:<mss>:<window>:<wscale>:<option layout>:<quirks>
 
-    4:64:1460:m*44:7:MSTNW:df         Linux 6.x over Ethernet
+    4:64:1460:m*44:10:MSTNW:df        Linux 6.x defaults over Ethernet (wscale follows tcp_rmem)
     4:128:1460:65535:8:MNWNNS:df      Windows (window not a multiple of the MSS -> decimal)
     6:64:1440:65535:6:MNWNNTSE:-      macOS / iOS
 
