@@ -13,19 +13,6 @@ local _M = {}
 
 _M.MESSAGE_MAX = 256 -- bytes of the gateway's failure message kept (the sidecar's validation bound)
 
-local function timestamp(t)
-  local s = floor(t)
-  return { seconds = s, nanos = floor((t - s) * 1e9 + 0.5) }
-end
-
-local function duration(d)
-  if d < 0 then
-    d = 0
-  end
-  local s = floor(d)
-  return { seconds = s, nanos = floor((d - s) * 1e9 + 0.5) }
-end
-
 -- the sidecar's per-field bounds (sidecar/authwire/validate.py, characters): cut bytes, which is never more
 local function cut(v, max)
   if type(v) ~= "string" then
@@ -68,17 +55,17 @@ function _M.packed_map(name)
     .. table.concat(parts, "|") .. "\"; }"
 end
 
-local function unpack_vars(packed, c)
-  local t = {}
+local unpacked = {} -- reused: filled and read within one from_captured() call, which never yields
+
+local function unpack_vars(packed)
+  local t = unpacked
   local pos = 1
   for i = 1, PACKED_N - 1 do
     local bar = packed:find("|", pos, true)
     if not bar then
       return nil
     end
-    if bar > pos then
-      t[_M.PACKED_FIELDS[i]] = packed:sub(pos, bar - 1)
-    end
+    t[_M.PACKED_FIELDS[i]] = bar > pos and packed:sub(pos, bar - 1) or nil
     pos = bar + 1
   end
   t.uri = packed:sub(pos)
@@ -119,10 +106,13 @@ end
 --- The timer half: the common part of the event from captured values.
 -- @param c a capture_var() result
 -- @param opts {gateway = "apisix"|"kong"|"other", node, version}
-function _M.from_captured(c, opts)
+-- @param ev optional: an event table from an earlier call to fill again instead of allocating one (for a
+--        batch loop that encodes each event before building the next; route_id, service_id and auth are
+--        reset to nil)
+function _M.from_captured(c, opts, ev)
   local var = c
   if c.packed then
-    var = unpack_vars(c.packed, c) or {}
+    var = unpack_vars(c.packed) or {}
   end
   -- realip_remote_addr/port hold the TCP peer when the real-ip module rewrote remote_addr (nginx >= 1.9.7)
   local peer_ip = ip_of(var.realip_remote_addr) or ip_of(var.remote_addr)
@@ -132,27 +122,36 @@ function _M.from_captured(c, opts)
   if remote and remote ~= peer_ip then
     forwarded = remote
   end
+  if not ev then
+    ev = { start_time = {}, latency = {}, gateway = {}, client = {}, server = {}, http = {} }
+  end
   local start, now = c.start_time, c.now
-  return {
-    request_id = cut(var.request_id, 128),
-    start_time = timestamp(start),
-    latency = duration(now - start),
-    gateway = { kind = opts.gateway or "other", node = opts.node, version = opts.version },
-    client = { ip = peer_ip, port = peer_port },
-    server = { ip = ip_of(var.server_addr), port = num(var.server_port) },
-    forwarded_for = forwarded,
-    gateway_connection_id = num(var.connection),
-    connection_requests = num(var.connection_requests),
-    http = {
-      method = cut(var.request_method, 16),
-      host = cut(var.host, 255),
-      path = cut(var.uri, 2048),
-      status = num(var.status),
-      user_agent = cut(c.http_user_agent, 512),
-      request_bytes = num(var.request_length),
-      response_bytes = num(var.bytes_sent),
-    },
-  }
+  local s = floor(start)
+  local st = ev.start_time
+  st.seconds, st.nanos = s, floor((start - s) * 1e9 + 0.5)
+  local d = now - start
+  if d < 0 then
+    d = 0
+  end
+  s = floor(d)
+  local lat = ev.latency
+  lat.seconds, lat.nanos = s, floor((d - s) * 1e9 + 0.5)
+  local gw = ev.gateway
+  gw.kind, gw.node, gw.version = opts.gateway or "other", opts.node, opts.version
+  local cl = ev.client
+  cl.ip, cl.port = peer_ip, peer_port
+  local sv = ev.server
+  sv.ip, sv.port = ip_of(var.server_addr), num(var.server_port)
+  local h = ev.http
+  h.method, h.host, h.path = cut(var.request_method, 16), cut(var.host, 255), cut(var.uri, 2048)
+  h.status, h.user_agent = num(var.status), cut(c.http_user_agent, 512)
+  h.request_bytes, h.response_bytes = num(var.request_length), num(var.bytes_sent)
+  ev.request_id = cut(var.request_id, 128)
+  ev.forwarded_for = forwarded
+  ev.gateway_connection_id = num(var.connection)
+  ev.connection_requests = num(var.connection_requests)
+  ev.route_id, ev.service_id, ev.auth = nil, nil, nil
+  return ev
 end
 
 --- Both halves at once (for callers that build the event where they capture it).

@@ -41,8 +41,10 @@ end
 -- Timer side: captured entry -> encoded AuthEvent.
 local function encoder(conf)
   local opts = { gateway = conf.gateway or "other", node = conf.node, version = conf.version }
+  local scratch -- one event table refilled per event: each is encoded before the next is built
   return function(c)
-    local ev = event.from_captured(c, opts)
+    local ev = event.from_captured(c, opts, scratch)
+    scratch = ev
     local a = c.auth
     if a then
       ev.auth = event.auth({

@@ -212,8 +212,13 @@ end
 
 local VERSION = core.version and core.version.VERSION
 
+local scratch = { opts = { gateway = "apisix" } } -- refilled per event: each is encoded before the next
+
 local function to_bytes(c)
-  local ev = event.from_captured(c, { gateway = "apisix", node = c.node, version = VERSION })
+  local opts = scratch.opts
+  opts.node, opts.version = c.node, VERSION
+  local ev = event.from_captured(c, opts, scratch.ev)
+  scratch.ev = ev
   ev.route_id, ev.service_id, ev.auth = c.route_id, c.service_id, c.auth
   return protobuf.encode_auth_event(ev)
 end

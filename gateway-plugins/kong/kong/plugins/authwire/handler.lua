@@ -201,9 +201,14 @@ local function capture(conf)
   return c
 end
 
+local scratch = { opts = { gateway = "kong" } } -- refilled per event: each is encoded before the next
+
 local function to_bytes(c)
-  local ev = event.from_captured(c, { gateway = "kong", node = c.node, version = kong.version })
-  ev.client = { ip = c.peer_ip, port = c.peer_port }
+  local opts = scratch.opts
+  opts.node, opts.version = c.node, kong.version
+  local ev = event.from_captured(c, opts, scratch.ev)
+  scratch.ev = ev
+  ev.client.ip, ev.client.port = c.peer_ip, c.peer_port
   ev.forwarded_for = c.forwarded_ip ~= c.peer_ip and c.forwarded_ip or nil
   ev.server.port = c.server_port_pdk
   ev.request_id = c.kong_request_id or ev.request_id
