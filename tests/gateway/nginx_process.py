@@ -24,10 +24,10 @@ TEST_LUA = Path(__file__).resolve().parent / "lua"
 MODULES = Path("/usr/lib/nginx/modules")
 LUA_MODULES = ("ndk_http_module.so", "ngx_http_lua_module.so")
 ERROR_LEVELS = ("[error]", "[crit]", "[alert]", "[emerg]")
-# authwire.event.packed_map(): every variable the event needs, but the user agent, in one (uri last)
+# authwire.event.packed_map(): every variable the event needs but Host and User-Agent in one (uri last)
 PACKED_MAP = ("map $request_id $authwire_vars { volatile; default \"$realip_remote_addr|$realip_remote_port|"
               "$remote_addr|$remote_port|$server_addr|$server_port|$connection|$connection_requests|$request_id|"
-              "$request_method|$host|$status|$request_length|$bytes_sent|$uri\"; }")
+              "$request_method|$status|$request_length|$bytes_sent|$uri\"; }")
 
 
 def missing() -> str | None:
@@ -135,7 +135,8 @@ _STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})")
 
 
 def http_request(port: int, path: str, headers: dict[str, str] | None = None, *,
-                 sock: socket.socket | None = None, close: bool = True) -> tuple[int, bytes, tuple[str, int]]:
+                 sock: socket.socket | None = None, close: bool = True,
+                 host: str | None = None) -> tuple[int, bytes, tuple[str, int]]:
     """One HTTP/1.1 request on `sock` (or a new connection). Returns (status, body, client's own address).
 
     The client's address comes from getsockname(): what the gateway must report as the TCP peer.
@@ -144,7 +145,7 @@ def http_request(port: int, path: str, headers: dict[str, str] | None = None, *,
     if sock is None:
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
-        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "User-Agent: authwire-test/1"]
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "User-Agent: authwire-test/1"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         if close:
             lines.append("Connection: close")

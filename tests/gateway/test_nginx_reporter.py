@@ -141,10 +141,14 @@ def test_each_request_is_reported_with_its_tuple_and_auth_outcome(nginx_availabl
             code, _, client = nginx_process.http_request(server.port, path, headers)
             assert code == want_status, path
             sent[path] = client
-        got = {r.event.http.path: r for r in wait_records(gw_sidecar, len(CASES))}
+        # a client-chosen Host with "|" in it must not shift the packed fields either
+        nginx_process.http_request(server.port, "/public/host", host="h|1|2|3")
+        got = {r.event.http.path: r for r in wait_records(gw_sidecar, len(CASES) + 1)}
     finally:
         server.stop()
 
+    odd_host = got.pop("/public/host").event
+    assert (odd_host.http.host, odd_host.http.status, odd_host.http.path) == ("h|1|2|3", 200, "/public/host")
     assert set(got) == set(sent)
     for path, _, want_status, method, outcome, reason, consumer, cred, message in CASES:
         ev = got[path].event

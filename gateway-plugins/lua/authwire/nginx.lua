@@ -7,8 +7,7 @@
 --   body_filter_by_lua_block { require("authwire.nginx").body_filter() }   -- failure message capture
 --   log_by_lua_block { require("authwire.nginx").log(conf) }
 -- conf = reporter settings (authwire.reporter DEFAULTS) + gateway, node, include_user_agent,
--- pseudonymize_credentials, credential_hash_key, packed_var (see authwire.event.packed_map: one variable
--- read per request instead of fifteen).
+-- pseudonymize_credentials, credential_hash_key, packed_var (see authwire.event.packed_map).
 local reporter = require("authwire.reporter")
 local event = require("authwire.event")
 local protobuf = require("authwire.protobuf")
