@@ -312,62 +312,42 @@ def _decode_token(token: str) -> tuple[int, int]:
         raise QueryError(f"page_token: not a token this server issued: {token[:40]!r}") from None
 
 
+# Filters field -> SQL comparison on its column; applied when the field is set (non-zero, or present for
+# proto3 `optional` fields, where 0 is a real value).
+_COMPARISONS: list[tuple[str, str]] = [
+    ("consumer", "consumer = ?"), ("credential_id", "credential_id = ?"), ("method", "auth_method = ?"),
+    ("reason", "reason = ?"), ("route_id", "route_id = ?"), ("status", "status = ?"),
+    ("request_id", "request_id = ?"), ("community_id", "community_id = ?"), ("os_hint", "os_hint = ?"),
+    ("syn_signature", "syn_signature = ?"), ("min_rtt_us", "rtt_us >= ?"), ("max_rtt_us", "rtt_us <= ?"),
+    ("retransmits_gt", "retransmits > ?"), ("hop_distance", "hop_distance = ?"),
+]
+_OPTIONAL = {fd.name for fd in query_pb2.Filters.DESCRIPTOR.fields if fd.has_presence}
+
+
 def _where(f: query_pb2.Filters) -> tuple[str, list]:
     clauses: list[str] = []
     params: list = []
-
-    def eq(column: str, value) -> None:
-        clauses.append(f"{column} = ?")
-        params.append(value)
-
     if f.HasField("since"):
         clauses.append("time_ns >= ?")
         params.append(_ns(f.since))
     if f.HasField("until"):
         clauses.append("time_ns < ?")
         params.append(_ns(f.until))
-    if f.consumer:
-        eq("consumer", f.consumer)
-    if f.credential_id:
-        eq("credential_id", f.credential_id)
     if f.client_ip:
         lo, hi = cidr_range(f.client_ip)
         clauses.append("client_ip_key BETWEEN ? AND ?")
         params += [lo, hi]
+    for name, comparison in _COMPARISONS:
+        if f.HasField(name) if name in _OPTIONAL else getattr(f, name):
+            clauses.append(comparison)
+            params.append(getattr(f, name))
+    # Enum numbers as literals: SQLite uses a partial index only when the query's own terms show that its
+    # WHERE holds (`outcome = 3` for records_failures, `join_status != 1` for records_join_unmatched).
     if f.outcome:
-        # enum numbers as literals: SQLite uses a partial index only when the query's own terms show
-        # that its WHERE holds (`outcome = 3` for records_failures)
         clauses.append(f"outcome = {int(f.outcome)}")
-    if f.method:
-        eq("auth_method", f.method)
-    if f.reason:
-        eq("reason", f.reason)
-    if f.route_id:
-        eq("route_id", f.route_id)
-    if f.status:
-        eq("status", f.status)
-    if f.request_id:
-        eq("request_id", f.request_id)
-    if f.community_id:
-        eq("community_id", f.community_id)
-    if f.os_hint:
-        eq("os_hint", f.os_hint)
-    if f.syn_signature:
-        eq("syn_signature", f.syn_signature)
     if f.join_status:
         clauses.append(f"join_status = {int(f.join_status)}")
-        if f.join_status != record_pb2.JOIN_STATUS_EXACT:  # the partial index's own WHERE, for the planner
+        if f.join_status != record_pb2.JOIN_STATUS_EXACT:
             clauses.append(f"join_status != {record_pb2.JOIN_STATUS_EXACT}")
-    if f.min_rtt_us:
-        clauses.append("rtt_us >= ?")
-        params.append(f.min_rtt_us)
-    if f.max_rtt_us:
-        clauses.append("rtt_us <= ?")
-        params.append(f.max_rtt_us)
-    if f.HasField("retransmits_gt"):
-        clauses.append("retransmits > ?")
-        params.append(f.retransmits_gt)
-    if f.HasField("hop_distance"):
-        eq("hop_distance", f.hop_distance)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
