@@ -17,9 +17,8 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support import auth_event, start_sidecar  # noqa: E402
-
 from authwire.v1 import ingest_pb2, ingest_pb2_grpc  # noqa: E402
+from support import auth_event, start_sidecar  # noqa: E402
 
 DURATION = 10.0
 CONCURRENCY = 4

@@ -19,11 +19,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import communityid
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from authwire import fingerprint
+from authwire import addresses, fingerprint
 from authwire.kernel import events as ev
 from authwire.v1 import auth_event_pb2, connection_pb2
 
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 TupleKey = tuple[str, int, str, int]
 Listener = Callable[[connection_pb2.Connection], None]
 
-_COMMUNITY_ID = communityid.CommunityID()
 _RUN_PREFIX = secrets.token_hex(4)
 _uid_counter = itertools.count(1)
 
@@ -44,8 +42,7 @@ def _new_uid() -> str:
 
 def community_id(ends: ev.FlowEndpoints) -> str:
     try:
-        return _COMMUNITY_ID.calc(communityid.FlowTuple.make_tcp(
-            ends.client_ip, ends.server_ip, ends.client_port, ends.server_port))
+        return addresses.community_id(ends.client_ip, ends.client_port, ends.server_ip, ends.server_port)
     except Exception:  # never lose a flow over its Community ID
         return ""
 
@@ -227,7 +224,8 @@ class ConnectionTable:
                    server_port: int) -> list[connection_pb2.Connection]:
         """Every known connection on this exact 4-tuple (client = SYN sender), newest SYN first."""
         try:
-            key = (ev.normalize_ip(client_ip), int(client_port), ev.normalize_ip(server_ip), int(server_port))
+            key = (addresses.normalize_ip(client_ip), int(client_port), addresses.normalize_ip(server_ip),
+                   int(server_port))
         except ValueError:
             return []
         with self._lock:

@@ -39,7 +39,7 @@ Enrichment (record.proto Join):
   the next records instead. Windows older than the kept history (LOST_HISTORY_S) start at the oldest
   sample; the first sample is taken when the joiner starts.
 - The connection is a snapshot as of the join: counters, state and close time as the table had them,
-  the SYN annotated by authwire.fingerprint and the Community ID filled in if the table left it empty.
+  the SYN annotated by authwire.fingerprint, the Community ID as the table computed it.
 
 Counters: ("join", <status name>) per join; ("join.wait", "started" / "found" / "timed_out") for reports
 that had to wait; ("join.gateway_conn_mismatch", "") candidates skipped by the gateway-connection-id rule;
@@ -50,17 +50,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import functools
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import communityid
-
 from authwire import fingerprint
+from authwire.addresses import normalize_ip
 from authwire.counters import Counters
 from authwire.v1 import auth_event_pb2, connection_pb2, record_pb2
-from authwire.validate import normalize_ip
 
 MAX_TRACKED = 262_144  # connections whose report count and gateway connection id are remembered
 SAMPLE_INTERVAL_S = 0.05
@@ -71,22 +68,13 @@ MS_SLACK_NS = 1_000_000
 Key = tuple[str, int, str, int]
 JoinResult = tuple[connection_pb2.Connection | None, record_pb2.Join]
 
-_COMMUNITY_ID = communityid.CommunityID()
 
-
-@functools.lru_cache(maxsize=65_536)
 def canonical_ip(text: str) -> str:
     """Canonical text, IPv4-mapped IPv6 as IPv4; text that is no IP is returned as is (never matches)."""
     try:
         return normalize_ip(text)
     except ValueError:
         return text
-
-
-def community_id(client_ip: str, client_port: int, server_ip: str, server_port: int) -> str:
-    """Community ID v1 (seed 0, base64) of a TCP flow, by the `communityid` reference implementation."""
-    tpl = communityid.FlowTuple.make_tcp(client_ip, server_ip, client_port, server_port)
-    return _COMMUNITY_ID.calc(tpl) or ""
 
 
 def _ns(ts) -> int:
@@ -250,9 +238,6 @@ class Joiner:
         snapshot = conn  # candidates() builds fresh messages on every call: ours to fill in, no copy needed
         if snapshot.syn.ip_version and not snapshot.syn.signature:
             fingerprint.annotate(snapshot.syn)
-        if not snapshot.community_id:
-            snapshot.community_id = community_id(
-                snapshot.client.ip, snapshot.client.port, snapshot.server.ip, snapshot.server.port)
         syn_ns = _ns(snapshot.syn_time) if snapshot.HasField("syn_time") and not snapshot.mid_stream else 0
         if syn_ns:
             join.connection_age.FromNanoseconds(max(start_ns - syn_ns, 0))

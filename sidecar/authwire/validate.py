@@ -7,13 +7,12 @@ store see one spelling of every address.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 from operator import attrgetter
 
 from google.protobuf.descriptor import FieldDescriptor
 
+from authwire.addresses import normalize_ip
 from authwire.v1 import auth_event_pb2, ingest_pb2
 
 # Longest accepted value per string field path; anything not listed gets DEFAULT_MAX_STRING.
@@ -37,19 +36,6 @@ _SECRET_SHAPES = (
     re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/=._-]{8,}"),
 )
 _SECRET_CHECKED = ("auth.credential_id", "auth.consumer", "auth.message", "http.path")
-
-
-def normalize_ip(text: str) -> str:
-    """Canonical text of an IP; IPv4-mapped IPv6 becomes plain IPv4. Raises ValueError."""
-    try:  # fast path: already canonical IPv4 (the common case) round-trips through inet_pton unchanged
-        if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text:
-            return text
-    except OSError:
-        pass
-    addr = ipaddress.ip_address(text.strip())
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return str(addr)
 
 
 def validate(event: auth_event_pb2.AuthEvent, index: int, now: float) -> list[ingest_pb2.Rejection]:

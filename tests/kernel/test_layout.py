@@ -7,6 +7,7 @@ import importlib.resources
 
 import pytest
 
+from authwire.addresses import normalize_ip
 from authwire.kernel import events as ev
 
 
@@ -40,8 +41,8 @@ def test_key_normalization_is_direction_free():
     assert bytes(a) == bytes(b)
     mapped = ev.make_key("::ffff:10.0.0.2", 40000, "10.0.0.1", 80)
     assert bytes(mapped) == bytes(a)   # IPv4-mapped IPv6 is the same flow as plain IPv4
-    assert ev.normalize_ip("::ffff:192.0.2.1") == "192.0.2.1"
-    assert ev.normalize_ip("2001:db8::1") == "2001:db8::1"
+    assert normalize_ip("::ffff:192.0.2.1") == "192.0.2.1"
+    assert normalize_ip("2001:db8::1") == "2001:db8::1"
 
 
 def test_installed_package_ships_the_bpf_source():

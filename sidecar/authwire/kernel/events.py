@@ -160,11 +160,6 @@ def ip_bytes(text: str) -> bytes:
     return addr.packed
 
 
-def normalize_ip(text: str) -> str:
-    """Canonical text form used in table keys: IPv4-mapped IPv6 becomes plain IPv4."""
-    return ip_text(ip_bytes(text))
-
-
 def _port(net_order: int) -> int:
     return int.from_bytes(net_order.to_bytes(2, "little"), "big")
 
