@@ -32,6 +32,7 @@ JTI = "apisix-jti-secret-0106"
 
 HTTP = """
   lua_shared_dict unused 16k;
+  """ + nginx_process.PACKED_MAP + """
   init_worker_by_lua_block { require("apisix_site") }
   server {
     listen 127.0.0.1:{port};
@@ -100,7 +101,7 @@ runner.add_consumer({{username = "carol", plugins = {{["jwt-auth"] = {{key = "ca
 runner.add_consumer({{username = "dave", plugins = {{["hmac-auth"] = {{key_id = "dave-key",
                      secret_key = {json.dumps(HMAC_SECRET)}}}}}}})
 runner.add_route({{id = "r-key", service_id = "svc-1", uri_prefix = "/key/",
-                  plugins = {{["key-auth"] = {{}}, authwire = aw()}}}})
+                  plugins = {{["key-auth"] = {{}}, authwire = aw({{packed_var = "authwire_vars"}})}}}})
 runner.add_route({{id = "r-basic", uri_prefix = "/basic/", plugins = {{["basic-auth"] = {{}}, authwire = aw()}}}})
 runner.add_route({{id = "r-jwt", uri_prefix = "/jwt/", plugins = {{["jwt-auth"] = {{}}, authwire = aw()}}}})
 runner.add_route({{id = "r-hmac", uri_prefix = "/hmac/", plugins = {{["hmac-auth"] = {{}}, authwire = aw()}}}})

@@ -31,6 +31,7 @@ HMAC_SECRET = "kong-hmac-secret-0204"
 JTI = "kong-jti-secret-0205"
 
 HTTP = """
+  """ + nginx_process.PACKED_MAP + """
   init_worker_by_lua_block { require("kong_site") }
   server {
     listen 127.0.0.1:{port};
@@ -99,7 +100,8 @@ runner.add_consumer({{id = "c-dave", custom_id = "dave-custom"}},
   {{["hmac-auth"] = {{id = "cred-hmac-dave", username = "dave", secret = {json.dumps(HMAC_SECRET)}}}}})
 local svc = {{id = "svc-uuid-1", name = "orders"}}
 runner.add_route({{id = "route-key", prefix = "/key/", service = svc, auth = "key-auth", config = cfg()}})
-runner.add_route({{id = "route-basic", prefix = "/basic/", service = svc, auth = "basic-auth", config = cfg()}})
+runner.add_route({{id = "route-basic", prefix = "/basic/", service = svc, auth = "basic-auth",
+                  config = cfg({{packed_var = "authwire_vars"}})}})
 runner.add_route({{id = "route-jwt", prefix = "/jwt/", service = svc, auth = "jwt", config = cfg()}})
 runner.add_route({{id = "route-hmac", prefix = "/hmac/", service = svc, auth = "hmac-auth", config = cfg()}})
 runner.add_route({{id = "route-open", prefix = "/open/", service = svc, config = cfg()}})

@@ -15,7 +15,7 @@ local event = require("authwire.event")
 local protobuf = require("authwire.protobuf")
 
 local ngx = ngx
-local pairs, type, tostring, tonumber, setmetatable = pairs, type, tostring, tonumber, setmetatable
+local pairs, type, tostring, setmetatable = pairs, type, tostring, setmetatable
 
 local plugin_name = "authwire"
 local batch_processor_manager = bp_manager_mod.new(plugin_name)
@@ -39,6 +39,8 @@ local schema = {
     pseudonymize_credentials = { type = "boolean", default = false },
     credential_hash_key = { type = "string", minLength = 16 },
     node = { type = "string", description = "gateway node name; default: the host name" },
+    packed_var = { type = "string", description = "name of the authwire.event.packed_map() variable "
+                                                    .. "(fewer variable reads per request)" },
     -- batch-processor settings (wrap_schema adds the rest with APISIX's defaults); ours favour prompt
     -- delivery so the sidecar can join reports to still-fresh connection facts
     batch_max_size = { type = "integer", minimum = 1, default = 200 },
@@ -206,7 +208,7 @@ local function capture(conf, ctx)
   c.node = conf.node or var.hostname
   c.route_id = ctx.route_id and tostring(ctx.route_id) or nil
   c.service_id = ctx.service_id and tostring(ctx.service_id) or nil
-  c.auth = auth_of(conf, ctx, tonumber(c.status))
+  c.auth = auth_of(conf, ctx, ngx.status)
   return c
 end
 

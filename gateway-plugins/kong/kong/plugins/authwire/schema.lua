@@ -35,6 +35,8 @@ return {
           { pseudonymize_credentials = { type = "boolean", required = true, default = false } },
           { credential_hash_key = { type = "string", len_min = 16, encrypted = true, referenceable = true } },
           { node = { description = "gateway node name; default: kong.node.get_hostname()", type = "string" } },
+          { packed_var = { description = "name of the authwire.event.packed_map() variable (fewer variable "
+                                         .. "reads per request)", type = "string" } },
           { jwt_key_claim_name = { description = "the jwt plugin's key_claim_name (reported as credential id)",
                                    type = "string", required = true, default = "iss" } },
           { queue = typedefs.queue },
