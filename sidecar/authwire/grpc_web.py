@@ -16,6 +16,7 @@ import logging
 import os
 import stat
 import struct
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 SERVICE = "authwire.v1.Ingest"
 CONTENT_TYPES = ("application/grpc-web", "application/grpc-web+proto")
 MAX_BODY = 16 * 1024 * 1024  # bytes; a batch of 1000 large events is ~1 MiB
+LOG_INTERVAL = 10.0  # seconds between two log lines about the same kind of bad request
 
 # gRPC status codes used here
 OK, INVALID_ARGUMENT, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 0, 3, 12, 13, 14
@@ -93,11 +95,16 @@ class GrpcWebIngest:
     def __init__(self, pipeline: ReportPipeline, counters: CounterSink) -> None:
         self.pipeline = pipeline
         self.counters = counters
+        self._last_log: dict[str, float] = {}
 
-    def _fail(self, status: int, what: str, message: str) -> web.Response:
+    def _fail(self, status: int, what: str, message: str, data: bytes = b"") -> web.Response:
+        """Count, log (at most once per LOG_INTERVAL per kind: a bad client must not flood the log), reply."""
         self.counters.inc("grpc_web.errors", what)
-        log.warning("gRPC-Web request refused (%s): %s", what, message)
-        return self._reply(b"", status, message)
+        now = time.monotonic()
+        if now - self._last_log.get(what, -LOG_INTERVAL) >= LOG_INTERVAL:
+            self._last_log[what] = now
+            log.warning("gRPC-Web request refused (%s): %s", what, message)
+        return self._reply(data, status, message)
 
     @staticmethod
     def _reply(data: bytes, status: int, message: str = "") -> web.Response:
@@ -130,7 +137,9 @@ class GrpcWebIngest:
         if method == "Report" and len(payloads) != 1:
             return self._fail(INVALID_ARGUMENT, "frame",
                               f"Report is unary: got {len(payloads)} message frames, want 1")
-        # ReportStream over gRPC-Web: each request message gets its response message, in order.
+        # ReportStream over gRPC-Web: each request message gets its response message, in order; an error
+        # ends the stream after the responses of the messages already stored (as a gRPC stream would), so
+        # the client knows exactly which ones to send again.
         out = bytearray()
         for index, payload in enumerate(payloads):
             req = ingest_pb2.ReportRequest()
@@ -139,15 +148,15 @@ class GrpcWebIngest:
             except DecodeError as err:
                 where = f"message {index}: " if len(payloads) > 1 else ""
                 return self._fail(INVALID_ARGUMENT, "protobuf",
-                                  f"{where}ReportRequest does not parse ({len(payload)} bytes): {err}")
+                                  f"{where}ReportRequest does not parse ({len(payload)} bytes): {err}", bytes(out))
             try:
                 resp = await self.pipeline.report(list(req.events), "grpc-web")
             except StoreUnavailable as err:
                 # retryable: the gateway's reporter keeps the batch and backs off
-                return self._fail(UNAVAILABLE, "store", f"store unavailable: {err}")
+                return self._fail(UNAVAILABLE, "store", f"store unavailable: {err}", bytes(out))
             except Exception as err:  # the listener must outlive any pipeline bug
                 log.exception("pipeline.report failed for a gRPC-Web request")
-                return self._fail(INTERNAL, "pipeline", f"internal error: {type(err).__name__}: {err}")
+                return self._fail(INTERNAL, "pipeline", f"internal error: {type(err).__name__}: {err}", bytes(out))
             out += data_frame(resp.SerializeToString())
         return self._reply(bytes(out), OK)
 

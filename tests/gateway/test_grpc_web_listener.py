@@ -136,6 +136,18 @@ def test_report_stream_answers_each_message_in_order(sidecar):
     assert [ingest_pb2.ReportResponse.FromString(m).accepted for m in messages] == [1, 2]
 
 
+def test_report_stream_error_keeps_the_responses_before_it(sidecar):
+    body = report_body(auth_event("gw-st1")) + frame(b"\x0a\x05abc") + report_body(auth_event("gw-st3"))
+    conn = http.client.HTTPConnection("127.0.0.1", sidecar.web_port, timeout=10)
+    _, reply = post(conn, body, method="ReportStream")
+    messages, trailers = parse_reply(reply)
+    assert [ingest_pb2.ReportResponse.FromString(m).accepted for m in messages] == [1]
+    assert trailers["grpc-status"] == "3" and "message 1: ReportRequest does not parse" in \
+        trailers["grpc-message"].replace("%20", " ")
+    ids = stored_ids(sidecar)
+    assert "gw-st1" in ids and "gw-st3" not in ids
+
+
 @pytest.mark.parametrize("body, label, words", [
     (b"\x00\x00\x00", "frame", "3 bytes left, a frame header needs 5"),
     (b"\x00\x00\x00\x00\x09abc", "frame", "declares 9 bytes, only 3 follow"),
