@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from authwire import addresses, fingerprint
@@ -61,6 +60,7 @@ class _Flow:
     closed_at: float = 0.0     # time.monotonic() when we learned it closed, for the grace period
     close_wall_ns: int = 0     # wall clock close time for evicted flows (the kernel has none)
     tuples: list[TupleKey] = field(default_factory=list)
+    handshake: connection_pb2.Connection | None = None  # cached once established: see flow_to_connection
 
 
 class ConnectionTable:
@@ -297,7 +297,8 @@ def _dir(d: ev.AwDir) -> connection_pb2.DirectionCounters:
         rsts=d.rsts, fins=d.fins, stack_retransmits=d.stack_retransmits)
 
 
-def flow_to_connection(flow: _Flow, k: ev.AwFlow, table: ConnectionTable) -> connection_pb2.Connection:
+def _handshake_part(flow: _Flow, k: ev.AwFlow, table: ConnectionTable) -> connection_pb2.Connection:
+    """The facts that are final once the handshake is done: identity, SYN fingerprint, handshake times."""
     if not flow.community_id:
         flow.community_id = community_id(flow.ends)
     conn = connection_pb2.Connection(
@@ -305,15 +306,8 @@ def flow_to_connection(flow: _Flow, k: ev.AwFlow, table: ConnectionTable) -> con
         community_id=flow.community_id,
         client=auth_event_pb2.Endpoint(ip=flow.ends.client_ip, port=flow.ends.client_port),
         server=auth_event_pb2.Endpoint(ip=flow.ends.server_ip, port=flow.ends.server_port),
-        to_server=_dir(k.dir[0]),
-        to_client=_dir(k.dir[1]),
-        history=ev.history_text(k),
-        state=connection_pb2.CONNECTION_STATE_EVICTED if flow.evicted else k.state,
-        closed_by=k.closed_by,
         mid_stream=bool(k.mid_stream),
         interface=flow.interface,
-        client_socket_state=ev.TCP_STATES.get(k.dir[0].socket_state, ""),
-        server_socket_state=ev.TCP_STATES.get(k.dir[1].socket_state, ""),
     )
     if k.syn_ns:
         conn.syn_time.CopyFrom(table._wall(k.syn_ns))
@@ -329,14 +323,31 @@ def flow_to_connection(flow: _Flow, k: ev.AwFlow, table: ConnectionTable) -> con
     if k.established_ns:
         conn.established_time.CopyFrom(table._wall(k.established_ns))
         if k.synack_ns and k.established_ns >= k.synack_ns:
-            conn.handshake_rtt.CopyFrom(Duration(seconds=0, nanos=0))
             conn.handshake_rtt.FromNanoseconds(k.established_ns - k.synack_ns)
+    return conn
+
+
+def flow_to_connection(flow: _Flow, k: ev.AwFlow, table: ConnectionTable) -> connection_pb2.Connection:
+    """A full Connection snapshot. The handshake part is built once per flow (the join asks for the same
+    keep-alive flow on every request) and only the counters, state and times are read anew."""
+    handshake = flow.handshake
+    if handshake is None:
+        handshake = _handshake_part(flow, k, table)
+        if k.established_ns or k.mid_stream:
+            flow.handshake = handshake
+    conn = connection_pb2.Connection()
+    conn.CopyFrom(handshake)
+    conn.to_server.CopyFrom(_dir(k.dir[0]))
+    conn.to_client.CopyFrom(_dir(k.dir[1]))
+    conn.history = ev.history_text(k)
+    conn.state = connection_pb2.CONNECTION_STATE_EVICTED if flow.evicted else k.state
+    conn.closed_by = k.closed_by
+    conn.client_socket_state = ev.TCP_STATES.get(k.dir[0].socket_state, "")
+    conn.server_socket_state = ev.TCP_STATES.get(k.dir[1].socket_state, "")
     if k.close_ns:
         conn.close_time.CopyFrom(table._wall(k.close_ns))
     elif flow.evicted:
-        ts = Timestamp()
-        ts.FromNanoseconds(flow.close_wall_ns)
-        conn.close_time.CopyFrom(ts)
+        conn.close_time.FromNanoseconds(flow.close_wall_ns)
     if k.last_ns:
         conn.last_seen.CopyFrom(table._wall(k.last_ns))
     return conn
