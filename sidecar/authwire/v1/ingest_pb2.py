@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from authwire.v1 import auth_event_pb2 as authwire_dot_v1_dot_auth__event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61uthwire/v1/ingest.proto\x12\x0b\x61uthwire.v1\x1a\x1c\x61uthwire/v1/auth_event.proto\"7\n\rReportRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.authwire.v1.AuthEvent\"9\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"N\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12*\n\nrejections\x18\x02 \x03(\x0b\x32\x16.authwire.v1.Rejection2\x98\x01\n\x06Ingest\x12\x41\n\x06Report\x12\x1a.authwire.v1.ReportRequest\x1a\x1b.authwire.v1.ReportResponse\x12K\n\x0cReportStream\x12\x1a.authwire.v1.ReportRequest\x1a\x1b.authwire.v1.ReportResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61uthwire/v1/ingest.proto\x12\x0b\x61uthwire.v1\x1a\x1c\x61uthwire/v1/auth_event.proto\"b\n\rReportRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.authwire.v1.AuthEvent\x12)\n\x05\x64rops\x18\x02 \x01(\x0b\x32\x1a.authwire.v1.ReporterDrops\"O\n\rReporterDrops\x12\x12\n\nqueue_full\x18\x01 \x01(\x04\x12\x13\n\x0bsend_failed\x18\x02 \x01(\x04\x12\x15\n\rencode_failed\x18\x03 \x01(\x04\"9\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"N\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12*\n\nrejections\x18\x02 \x03(\x0b\x32\x16.authwire.v1.Rejection2\x98\x01\n\x06Ingest\x12\x41\n\x06Report\x12\x1a.authwire.v1.ReportRequest\x1a\x1b.authwire.v1.ReportResponse\x12K\n\x0cReportStream\x12\x1a.authwire.v1.ReportRequest\x1a\x1b.authwire.v1.ReportResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authwire.v1.ingest_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REPORTREQUEST']._serialized_start=71
-  _globals['_REPORTREQUEST']._serialized_end=126
-  _globals['_REJECTION']._serialized_start=128
-  _globals['_REJECTION']._serialized_end=185
-  _globals['_REPORTRESPONSE']._serialized_start=187
-  _globals['_REPORTRESPONSE']._serialized_end=265
-  _globals['_INGEST']._serialized_start=268
-  _globals['_INGEST']._serialized_end=420
+  _globals['_REPORTREQUEST']._serialized_end=169
+  _globals['_REPORTERDROPS']._serialized_start=171
+  _globals['_REPORTERDROPS']._serialized_end=250
+  _globals['_REJECTION']._serialized_start=252
+  _globals['_REJECTION']._serialized_end=309
+  _globals['_REPORTRESPONSE']._serialized_start=311
+  _globals['_REPORTRESPONSE']._serialized_end=389
+  _globals['_INGEST']._serialized_start=392
+  _globals['_INGEST']._serialized_end=544
 # @@protoc_insertion_point(module_scope)

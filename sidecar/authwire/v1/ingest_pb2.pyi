@@ -8,10 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ReportRequest(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "drops")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    DROPS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_auth_event_pb2.AuthEvent]
-    def __init__(self, events: _Optional[_Iterable[_Union[_auth_event_pb2.AuthEvent, _Mapping]]] = ...) -> None: ...
+    drops: ReporterDrops
+    def __init__(self, events: _Optional[_Iterable[_Union[_auth_event_pb2.AuthEvent, _Mapping]]] = ..., drops: _Optional[_Union[ReporterDrops, _Mapping]] = ...) -> None: ...
+
+class ReporterDrops(_message.Message):
+    __slots__ = ("queue_full", "send_failed", "encode_failed")
+    QUEUE_FULL_FIELD_NUMBER: _ClassVar[int]
+    SEND_FAILED_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_FAILED_FIELD_NUMBER: _ClassVar[int]
+    queue_full: int
+    send_failed: int
+    encode_failed: int
+    def __init__(self, queue_full: _Optional[int] = ..., send_failed: _Optional[int] = ..., encode_failed: _Optional[int] = ...) -> None: ...
 
 class Rejection(_message.Message):
     __slots__ = ("index", "field", "reason")
