@@ -7,7 +7,9 @@ included); this module only does the framing and hands every ReportRequest to `p
 "grpc-web")`, the same path as gRPC ingest.
 
 Every bad request gets a gRPC status naming what was wrong and is counted as
-`grpc_web.errors{<what>}`; nothing a client sends can take the listener down.
+`grpc_web.errors{<what>}`; nothing a client sends can take the listener down. Events the gateway's reporter
+had to drop arrive as `ReportRequest.drops` and are counted as `gateway.dropped{queue_full|send_failed|
+encode_failed}`.
 """
 
 from __future__ import annotations
@@ -157,6 +159,12 @@ class GrpcWebIngest:
             except Exception as err:  # the listener must outlive any pipeline bug
                 log.exception("pipeline.report failed for a gRPC-Web request")
                 return self._fail(INTERNAL, "pipeline", f"internal error: {type(err).__name__}: {err}", bytes(out))
+            if req.HasField("drops"):
+                # counted only once the report is accepted: a failed one is sent again with its drops
+                for kind in ("queue_full", "send_failed", "encode_failed"):
+                    n = getattr(req.drops, kind)
+                    if n:
+                        self.counters.inc("gateway.dropped", kind, n)
             out += data_frame(resp.SerializeToString())
         return self._reply(bytes(out), OK)
 

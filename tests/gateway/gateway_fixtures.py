@@ -39,3 +39,12 @@ def gw_sidecar(short_tmp) -> Sidecar:
         yield sidecar
     finally:
         sidecar.kill()
+
+
+def gateway_drops(sidecar: Sidecar) -> dict[str, int]:
+    """The sidecar's gateway.dropped counters (drops the gateways' reporters told it about)."""
+    from authwire.v1 import query_pb2
+
+    stats = sidecar.query().Stats(query_pb2.StatsRequest(), timeout=10)
+    got = {c.label: c.value for c in stats.counters if c.name == "gateway.dropped"}
+    return {k: got.get(k, 0) for k in ("queue_full", "send_failed", "encode_failed")}

@@ -127,6 +127,22 @@ def test_bad_events_are_rejected_by_name_and_good_neighbours_kept(sidecar):
     assert "gw-good" in stored_ids(sidecar) and "gw-bad" not in stored_ids(sidecar)
 
 
+def test_reporter_drops_are_counted_once_accepted(sidecar):
+    before = counters(sidecar)
+    req = ingest_pb2.ReportRequest(events=[auth_event("gw-d1")],
+                                   drops=ingest_pb2.ReporterDrops(queue_full=7, send_failed=3))
+    conn = http.client.HTTPConnection("127.0.0.1", sidecar.web_port, timeout=10)
+    _, reply = post(conn, frame(req.SerializeToString()))
+    assert parse_reply(reply)[1]["grpc-status"] == "0"
+    # a report that does not parse is not accepted: its drops are not counted (the reporter resends them)
+    _, reply = post(conn, frame(req.SerializeToString()[:-2]))
+    assert parse_reply(reply)[1]["grpc-status"] == "3"
+    after = counters(sidecar)
+    delta = {k: after.get(("gateway.dropped", k), 0) - before.get(("gateway.dropped", k), 0)
+             for k in ("queue_full", "send_failed", "encode_failed")}
+    assert delta == {"queue_full": 7, "send_failed": 3, "encode_failed": 0}
+
+
 def test_report_stream_answers_each_message_in_order(sidecar):
     body = report_body(auth_event("gw-s1")) + report_body(auth_event("gw-s2"), auth_event("gw-s3"))
     conn = http.client.HTTPConnection("127.0.0.1", sidecar.web_port, timeout=10)

@@ -16,7 +16,7 @@ from pathlib import Path
 import jwt as pyjwt
 import nginx_process
 import pytest
-from gateway_fixtures import start_gw_sidecar
+from gateway_fixtures import gateway_drops, start_gw_sidecar
 
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import query_pb2
@@ -281,6 +281,16 @@ def test_sidecar_outage_is_counted_and_reporting_resumes(nginx_available, short_
         else:
             raise AssertionError("no report arrived after the sidecar came back")
         assert json.loads(nginx_process.http_request(server.port, "/authwire-stats")[1])["sent"] >= 1
+        # every drop the plugin counted reaches `authwire stats`, once
+        # (drops travel with the next report: keep a little traffic going while waiting)
+        def told() -> bool:
+            nginx_process.http_request(server.port, "/open/tick")
+            s = json.loads(nginx_process.http_request(server.port, "/authwire-stats")[1])
+            return gateway_drops(sidecar) == {"queue_full": s["dropped_queue_full"],
+                                              "send_failed": s["dropped_send_failed"],
+                                              "encode_failed": s["encode_errors"]}
+
+        wait_until(told, 30, "the plugin's drops in the sidecar's counters", interval=0.3)
     finally:
         server.stop()
         if sidecar is not None:

@@ -134,6 +134,14 @@ def test_report_request_wraps_encoded_events(encoded):
     assert req.events[1].auth.outcome == ae.AUTH_OUTCOME_SUCCESS
 
 
+def test_report_request_carries_the_reporters_drops(encoded):
+    req = ingest_pb2.ReportRequest.FromString(bytes.fromhex(encoded["report_request_drops"]["hex"]))
+    assert [e.request_id for e in req.events] == ["a"]
+    assert req.drops == ingest_pb2.ReporterDrops(queue_full=3, encode_failed=2**64 - 1)
+    no_drops = ingest_pb2.ReportRequest.FromString(bytes.fromhex(encoded["report_request"]["hex"]))
+    assert not no_drops.HasField("drops")
+
+
 def test_jwt_claims_subset_hashes_the_jti(encoded):
     claims = ae.JwtClaims.FromString(bytes.fromhex(encoded["jwt_claims"]["hex"]))
     assert claims == ae.JwtClaims(iss="idp", sub="alice", aud="api", kid="k1", exp=2000000000, iat=1700000000,

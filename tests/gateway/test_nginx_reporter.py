@@ -14,7 +14,7 @@ from pathlib import Path
 import jwt as pyjwt
 import nginx_process
 import pytest
-from gateway_fixtures import start_gw_sidecar
+from gateway_fixtures import gateway_drops, start_gw_sidecar
 
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import query_pb2
@@ -248,6 +248,17 @@ def test_sidecar_outage_is_counted_bounded_and_recovers(nginx_available, short_t
             raise AssertionError("no report arrived after the sidecar came back")
         wait_until(lambda: "reporting resumed" in server.log_text(), 10, "the resume notice")
         assert status(server)["sent"] >= 1
+        # every drop the reporter counted reaches `authwire stats`, once
+        # (drops travel with the next report: keep a little traffic going while waiting)
+        def told() -> bool:
+            nginx_process.http_request(server.port, "/public/tick")
+            s = status(server)
+            return gateway_drops(sidecar) == {"queue_full": s.get("dropped_queue_full", 0),
+                                              "send_failed": s.get("dropped_send_failed", 0),
+                                              "encode_failed": s.get("encode_errors", 0)}
+
+        wait_until(told, 20, "the reporter's drops in the sidecar's counters", interval=0.2)
+        assert gateway_drops(sidecar)["queue_full"] > 0
         assert len(server.error_lines()) <= 4
     finally:
         server.stop()

@@ -153,16 +153,16 @@ local function exchange(sock, authority, body)
   return { status = status, headers = headers, body = payload }
 end
 
---- Send one ReportRequest built from encoded AuthEvents.
+--- Send one ReportRequest built from encoded AuthEvents (and optionally a ReporterDrops table).
 -- @param conf {sidecar, connect_timeout, send_timeout, read_timeout (ms), keepalive_timeout (ms),
 --              keepalive_pool}
 -- @return ReportResponse table ({accepted, rejections}) or nil and an error message
-function _M.report(conf, encoded_events)
+function _M.report(conf, encoded_events, drops)
   local addr, err = _M.parse_address(conf.sidecar)
   if not addr then
     return nil, err
   end
-  local msg = protobuf.encode_report_request(encoded_events)
+  local msg = protobuf.encode_report_request(encoded_events, drops)
   local body = "\0" .. be32(#msg) .. msg
 
   local res

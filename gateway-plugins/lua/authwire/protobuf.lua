@@ -222,6 +222,7 @@ S.AuthEvent = {
   { 9, "connection_requests", "uint32" }, { 10, "http", "message", "HttpRequest" },
   { 11, "route_id", "string" }, { 12, "service_id", "string" }, { 13, "auth", "message", "Auth" },
 }
+S.ReporterDrops = { { 1, "queue_full", "uint64" }, { 2, "send_failed", "uint64" }, { 3, "encode_failed", "uint64" } }
 _M.schemas = S
 
 -- Enum names accepted in place of numbers (the proto's names without their prefix, lower case).
@@ -426,11 +427,15 @@ function _M.encode(msg_name, t)
   return res
 end
 
---- ReportRequest from already-encoded AuthEvent byte strings (events = field 1, repeated).
-function _M.encode_report_request(encoded_events)
+--- ReportRequest from already-encoded AuthEvent byte strings (events = field 1, repeated) and, optionally,
+-- the reporter's not yet reported drops (field 2, a ReporterDrops table).
+function _M.encode_report_request(encoded_events, drops)
   local out = {}
   for i, e in ipairs(encoded_events) do
     out[i] = len_field(1, e)
+  end
+  if drops then
+    out[#out + 1] = len_field(2, encode_message("ReporterDrops", drops))
   end
   return concat(out)
 end

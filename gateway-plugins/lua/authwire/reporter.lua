@@ -9,6 +9,7 @@
 -- Counters live in the reporter (stats()) and, when conf.stats_dict names a lua_shared_dict, are mirrored
 -- there so any worker (or a status endpoint) can read the totals of all workers.
 local client = require("authwire.grpc_web_client")
+local drops = require("authwire.drops")
 
 local timer_at, now, sleep, log = ngx.timer.at, ngx.now, ngx.sleep, ngx.log
 local ERR, WARN, NOTICE = ngx.ERR, ngx.WARN, ngx.NOTICE
@@ -65,6 +66,7 @@ function _M.new(conf, encode)
     stats_dict = c.stats_dict and ngx.shared[c.stats_dict] or nil,
     counters = {},
     encode = encode,
+    unreported = drops.new(),
   }, mt)
   for _, k in ipairs(COUNTERS) do
     self.counters[k] = 0
@@ -77,8 +79,15 @@ function _M:count()
   return self.tail - self.head + 1
 end
 
+local DROP_KIND = { dropped_queue_full = "queue_full", dropped_send_failed = "send_failed",
+                    encode_errors = "encode_failed" }
+
 function _M:inc(name, n)
   self.counters[name] = self.counters[name] + n
+  local kind = DROP_KIND[name]
+  if kind then
+    self.unreported:add(kind, n)
+  end
   local d = self.stats_dict
   if d then
     d:incr("authwire:" .. name, n, 0)
@@ -149,8 +158,10 @@ local function send_with_retry(self, batch, exiting)
   local started = now()
   local attempt = 0
   while true do
-    local resp, err = client.report(conf, batch)
+    local snap = self.unreported:snapshot()
+    local resp, err = client.report(conf, batch, snap)
     if resp then
+      self.unreported:delivered(snap)
       self:inc("sent", resp.accepted)
       local nrej = #resp.rejections
       if nrej > 0 then

@@ -81,6 +81,9 @@ end
 local a = assert(pb.encode_auth_event({ request_id = "a" }))
 local b = assert(pb.encode_auth_event({ request_id = "b", auth = { outcome = "success" } }))
 print(cjson.encode({ name = "report_request", hex = hex(pb.encode_report_request({ a, b })) }))
+print(cjson.encode({ name = "report_request_drops",
+                     hex = hex(pb.encode_report_request({ a }, { queue_full = 3, send_failed = 0,
+                                                                 encode_failed = "18446744073709551615" })) }))
 
 -- JWT claims subset (the token never leaves; jti only hashed): header {"alg":"HS256","kid":"k1"},
 -- payload {"iss":"idp","sub":"alice","aud":["api","x"],"exp":2000000000,"iat":1700000000,"jti":"j-1"}

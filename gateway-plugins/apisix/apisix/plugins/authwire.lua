@@ -11,6 +11,7 @@ local core = require("apisix.core")
 local bp_manager_mod = require("apisix.utils.batch-processor-manager")
 local client = require("authwire.grpc_web_client")
 local credentials = require("authwire.credentials")
+local drops = require("authwire.drops")
 local event = require("authwire.event")
 local protobuf = require("authwire.protobuf")
 
@@ -67,6 +68,18 @@ local counters = { queued = 0, sent = 0, rejected = 0, dropped_pending_full = 0,
 local pending = 0 -- entries handed to the batch processor and not yet sent or given up
 local attempts = setmetatable({}, { __mode = "k" }) -- batch entries table -> attempts so far
 local last_warn = -1e9
+local unreported = drops.new() -- drops not yet carried to the sidecar (ReportRequest.drops)
+local DROP_KIND = { dropped_pending_full = "queue_full", dropped_queue_full = "queue_full",
+                    dropped_send_failed = "send_failed", encode_errors = "encode_failed" }
+
+local function count(name, n)
+  n = n or 1
+  counters[name] = counters[name] + n
+  local kind = DROP_KIND[name]
+  if kind then
+    unreported:add(kind, n)
+  end
+end
 
 local function warn_limited(...)
   local now = ngx.now()
@@ -233,7 +246,7 @@ local function encode_batch(entries)
       n = n + 1
       out[n] = bytes
     else
-      counters.encode_errors = counters.encode_errors + 1
+      count("encode_errors", 1)
       warn_limited("authwire: cannot encode an event: ", ok and err or bytes)
     end
   end
@@ -246,8 +259,12 @@ local function send(conf)
     attempts[entries] = n
     local encoded = encode_batch(entries)
     local resp, err
-    if #encoded > 0 then
-      resp, err = client.report(conf, encoded)
+    local snap = unreported:snapshot()
+    if #encoded > 0 or snap then
+      resp, err = client.report(conf, encoded, snap)
+      if resp then
+        unreported:delivered(snap)
+      end
     else
       resp = { accepted = 0, rejections = {} }
     end
@@ -255,7 +272,7 @@ local function send(conf)
       counters.send_errors = counters.send_errors + 1
       if n > conf.max_retry_count then
         -- the batch processor drops the batch after this attempt
-        counters.dropped_send_failed = counters.dropped_send_failed + #entries
+        count("dropped_send_failed", #entries)
         pending = pending - #entries
       end
       return false, err
@@ -275,24 +292,24 @@ end
 function _M.log(conf, ctx)
   local ok, entry = pcall(capture, conf, ctx)
   if not ok then
-    counters.encode_errors = counters.encode_errors + 1
+    count("encode_errors", 1)
     warn_limited("authwire: cannot capture the request: ", entry)
     return
   end
   -- Our own bound, checked before APISIX's (which logs an error line per discarded entry): an outage
   -- must cost a counter increment per request, not a log line.
   if pending >= conf.max_pending_entries then
-    counters.dropped_pending_full = counters.dropped_pending_full + 1
+    count("dropped_pending_full", 1)
     warn_limited("authwire: ", pending, " events pending (sidecar slow or down); dropping new events")
     return
   end
   local added = batch_processor_manager:add_entry(conf, entry)
   if added == nil then
-    counters.dropped_pending_full = counters.dropped_pending_full + 1
+    count("dropped_pending_full", 1)
     return
   end
   if not added and not batch_processor_manager:add_entry_to_new_processor(conf, entry, ctx, send(conf)) then
-    counters.dropped_pending_full = counters.dropped_pending_full + 1
+    count("dropped_pending_full", 1)
     return
   end
   pending = pending + 1

@@ -9,6 +9,7 @@
 local Queue = require("kong.tools.queue")
 local client = require("authwire.grpc_web_client")
 local credentials = require("authwire.credentials")
+local drops = require("authwire.drops")
 local event = require("authwire.event")
 local jwt_claims = require("authwire.jwt_claims")
 local protobuf = require("authwire.protobuf")
@@ -31,6 +32,18 @@ local counters = { queued = 0, sent = 0, rejected = 0, dropped_queue_full = 0, d
 local pending = 0            -- entries enqueued and not yet sent or given up
 local failing_since = {}     -- first entry of a failing batch -> time of its first attempt
 local last_warn = -1e9
+local unreported = drops.new() -- drops not yet carried to the sidecar (ReportRequest.drops)
+local DROP_KIND = { dropped_pending_full = "queue_full", dropped_queue_full = "queue_full",
+                    dropped_send_failed = "send_failed", encode_errors = "encode_failed" }
+
+local function count(name, n)
+  n = n or 1
+  counters[name] = counters[name] + n
+  local kind = DROP_KIND[name]
+  if kind then
+    unreported:add(kind, n)
+  end
+end
 local encode_batch -- defined with the event builders below
 
 local function warn_limited(...)
@@ -58,8 +71,12 @@ local function send(conf, entries)
   local started = failing_since[key] or ngx.now()
   local encoded = encode_batch(entries)
   local resp, err
-  if #encoded > 0 then
-    resp, err = client.report(conf, encoded)
+  local snap = unreported:snapshot()
+  if #encoded > 0 or snap then
+    resp, err = client.report(conf, encoded, snap)
+    if resp then
+      unreported:delivered(snap)
+    end
   else
     resp = { accepted = 0, rejections = {} }
   end
@@ -81,7 +98,7 @@ local function send(conf, entries)
   if ngx.now() - started > queue_param(conf.queue or {}, "max_retry_time") then
     failing_since[key] = nil
     pending = pending - #entries
-    counters.dropped_send_failed = counters.dropped_send_failed + #entries
+    count("dropped_send_failed", #entries)
   else
     failing_since[key] = started
   end
@@ -225,7 +242,7 @@ function encode_batch(entries)
       n = n + 1
       out[n] = bytes
     else
-      counters.encode_errors = counters.encode_errors + 1
+      count("encode_errors", 1)
       warn_limited("authwire: cannot encode an event: ", ok and err or bytes)
     end
   end
@@ -235,20 +252,20 @@ end
 function AuthwireHandler:log(conf)
   local ok, entry = pcall(capture, conf)
   if not ok then
-    counters.encode_errors = counters.encode_errors + 1
+    count("encode_errors", 1)
     warn_limited("authwire: cannot capture the request: ", entry)
     return
   end
   local queue_conf = Queue.get_params(conf)
   -- Our bound, checked before Kong's queue would silently drop its oldest entry: counted per request.
   if pending >= queue_param(queue_conf, "max_entries") then
-    counters.dropped_queue_full = counters.dropped_queue_full + 1
+    count("dropped_queue_full", 1)
     warn_limited("authwire: ", pending, " events pending (sidecar slow or down); dropping new events")
     return
   end
   local queued, qerr = Queue.enqueue(queue_conf, send, conf, entry)
   if not queued then
-    counters.dropped_queue_full = counters.dropped_queue_full + 1
+    count("dropped_queue_full", 1)
     warn_limited("authwire: cannot queue the event: ", qerr)
     return
   end
