@@ -166,3 +166,12 @@ def test_bad_setting_is_named(tmp_path):
                             text=True, timeout=30)
     assert result.returncode == 2
     assert "max_flows" in result.stderr and "lots" in result.stderr
+
+
+def test_reporter_drops_sent_with_a_report_show_in_stats(sidecar):
+    request = ingest_pb2.ReportRequest(events=[auth_event("d1")],
+                                       drops=ingest_pb2.ReporterDrops(queue_full=7, send_failed=2))
+    assert sidecar.ingest().Report(request).accepted == 1
+    out = sidecar.cli("stats").stdout
+    assert any(line.split() == ["gateway.dropped", "queue_full", "7"] for line in out.splitlines()), out
+    assert any(line.split() == ["gateway.dropped", "send_failed", "2"] for line in out.splitlines()), out

@@ -152,19 +152,14 @@ class GrpcWebIngest:
                 return self._fail(INVALID_ARGUMENT, "protobuf",
                                   f"{where}ReportRequest does not parse ({len(payload)} bytes): {err}", bytes(out))
             try:
-                resp = await self.pipeline.report(list(req.events), "grpc-web")
+                resp = await self.pipeline.report(list(req.events), "grpc-web",
+                                                  req.drops if req.HasField("drops") else None)
             except StoreUnavailable as err:
                 # retryable: the gateway's reporter keeps the batch and backs off
                 return self._fail(UNAVAILABLE, "store", f"store unavailable: {err}", bytes(out))
             except Exception as err:  # the listener must outlive any pipeline bug
                 log.exception("pipeline.report failed for a gRPC-Web request")
                 return self._fail(INTERNAL, "pipeline", f"internal error: {type(err).__name__}: {err}", bytes(out))
-            if req.HasField("drops"):
-                # counted only once the report is accepted: a failed one is sent again with its drops
-                for kind in ("queue_full", "send_failed", "encode_failed"):
-                    n = getattr(req.drops, kind)
-                    if n:
-                        self.counters.inc("gateway.dropped", kind, n)
             out += data_frame(resp.SerializeToString())
         return self._reply(bytes(out), OK)
 

@@ -17,7 +17,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
     async def Report(self, request: ingest_pb2.ReportRequest, context: grpc.aio.ServicerContext
                      ) -> ingest_pb2.ReportResponse:
         try:
-            return await self.pipeline.report(request.events, "grpc")
+            return await self.pipeline.report(request.events, "grpc", _drops(request))
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
@@ -25,6 +25,10 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
                            context: grpc.aio.ServicerContext) -> AsyncIterator[ingest_pb2.ReportResponse]:
         async for request in request_iterator:
             try:
-                yield await self.pipeline.report(request.events, "grpc-stream")
+                yield await self.pipeline.report(request.events, "grpc-stream", _drops(request))
             except StoreUnavailable as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+
+def _drops(request: ingest_pb2.ReportRequest) -> ingest_pb2.ReporterDrops | None:
+    return request.drops if request.HasField("drops") else None

@@ -48,8 +48,13 @@ class Pipeline:
     def start(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="authwire-writer")
 
-    async def report(self, events: Sequence[auth_event_pb2.AuthEvent], source: str) -> ingest_pb2.ReportResponse:
-        """Validate, join and commit a batch; returns once the accepted records are durable."""
+    async def report(self, events: Sequence[auth_event_pb2.AuthEvent], source: str,
+                     drops: ingest_pb2.ReporterDrops | None = None) -> ingest_pb2.ReportResponse:
+        """Validate, join and commit a batch; returns once the accepted records are durable.
+
+        drops: what the sending reporter lost before it could send (ReportRequest.drops); counted only once
+        the report is accepted, because a failed report is sent again with the same drops.
+        """
         self.counters.inc("ingest.received", source, len(events))
         if len(events) > MAX_BATCH_EVENTS:
             self.counters.inc("ingest.rejected", "batch_too_large", len(events))
@@ -74,6 +79,11 @@ class Pipeline:
                        for e, (c, j) in zip(good, joined, strict=True)]
             await self._commit(records)
             self.counters.inc("ingest.accepted", source, len(records))
+        if drops is not None:
+            for kind, n in (("queue_full", drops.queue_full), ("send_failed", drops.send_failed),
+                            ("encode_failed", drops.encode_failed)):
+                if n:
+                    self.counters.inc("gateway.dropped", kind, n)
         return ingest_pb2.ReportResponse(accepted=len(good), rejections=rejections)
 
     async def _commit(self, records: list[record_pb2.EnrichedRecord]) -> None:
