@@ -526,4 +526,20 @@ function _M.decode_report_response(s)
   return resp
 end
 
+--- Encode each item with encode(item) -> bytes | nil, err; a failing item is reported to on_error(err)
+--- and left out, so one bad event never costs its batch.
+function _M.encode_each(items, encode, on_error)
+  local out, n = {}, 0
+  for i = 1, #items do
+    local ok, bytes, err = pcall(encode, items[i])
+    if ok and bytes then
+      n = n + 1
+      out[n] = bytes
+    else
+      on_error(ok and err or bytes)
+    end
+  end
+  return out
+end
+
 return _M

@@ -10,6 +10,7 @@
 -- there so any worker (or a status endpoint) can read the totals of all workers.
 local client = require("authwire.grpc_web_client")
 local drops = require("authwire.drops")
+local protobuf = require("authwire.protobuf")
 
 local timer_at, now, sleep, log = ngx.timer.at, ngx.now, ngx.sleep, ngx.log
 local ERR, WARN, NOTICE = ngx.ERR, ngx.WARN, ngx.NOTICE
@@ -197,18 +198,10 @@ local function encode_batch(self, batch)
   if not encode then
     return batch
   end
-  local out, n = {}, 0
-  for i = 1, #batch do
-    local ok, bytes, err = pcall(encode, batch[i])
-    if ok and bytes then
-      n = n + 1
-      out[n] = bytes
-    else
-      self:inc("encode_errors", 1)
-      self:log_limited(ERR, "cannot encode an event: ", ok and err or bytes)
-    end
-  end
-  return out
+  return protobuf.encode_each(batch, encode, function(err)
+    self:inc("encode_errors", 1)
+    self:log_limited(ERR, "cannot encode an event: ", err)
+  end)
 end
 
 -- Send full batches; a partial one waits flush_interval for company (the next timer), except on exit.

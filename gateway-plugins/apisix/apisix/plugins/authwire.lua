@@ -238,19 +238,13 @@ local function to_bytes(c)
   return protobuf.encode_auth_event(ev)
 end
 
+local function encode_failed(err)
+  count("encode_errors", 1)
+  warn_limited("authwire: cannot encode an event: ", err)
+end
+
 local function encode_batch(entries)
-  local out, n = {}, 0
-  for i = 1, #entries do
-    local ok, bytes, err = pcall(to_bytes, entries[i])
-    if ok and bytes then
-      n = n + 1
-      out[n] = bytes
-    else
-      count("encode_errors", 1)
-      warn_limited("authwire: cannot encode an event: ", ok and err or bytes)
-    end
-  end
-  return out
+  return protobuf.encode_each(entries, to_bytes, encode_failed)
 end
 
 local function send(conf)
