@@ -134,6 +134,12 @@ def test_report_request_wraps_encoded_events(encoded):
     assert req.events[1].auth.outcome == ae.AUTH_OUTCOME_SUCCESS
 
 
+def test_encode_each_keeps_good_events_and_names_the_bad_one(encoded):
+    case = encoded["encode_each"]
+    assert case["errors"] == ["auth.method: unknown enum value nope"]
+    assert [e.request_id for e in ingest_pb2.ReportRequest.FromString(bytes.fromhex(case["hex"])).events] == ["x", "y"]
+
+
 def test_report_request_carries_the_reporters_drops(encoded):
     req = ingest_pb2.ReportRequest.FromString(bytes.fromhex(encoded["report_request_drops"]["hex"]))
     assert [e.request_id for e in req.events] == ["a"]

@@ -81,6 +81,11 @@ end
 local a = assert(pb.encode_auth_event({ request_id = "a" }))
 local b = assert(pb.encode_auth_event({ request_id = "b", auth = { outcome = "success" } }))
 print(cjson.encode({ name = "report_request", hex = hex(pb.encode_report_request({ a, b })) }))
+-- encode_each: a bad event is reported by name and left out; its neighbours are kept, in order
+local each_errors = {}
+local each = pb.encode_each({ { request_id = "x" }, { auth = { method = "nope" } }, { request_id = "y" } },
+  pb.encode_auth_event, function(err) each_errors[#each_errors + 1] = err end)
+print(cjson.encode({ name = "encode_each", hex = hex(pb.encode_report_request(each)), errors = each_errors }))
 print(cjson.encode({ name = "report_request_drops",
                      hex = hex(pb.encode_report_request({ a }, { queue_full = 3, send_failed = 0,
                                                                  encode_failed = "18446744073709551615" })) }))
