@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -175,3 +176,8 @@ def test_reporter_drops_sent_with_a_report_show_in_stats(sidecar):
     out = sidecar.cli("stats").stdout
     assert any(line.split() == ["gateway.dropped", "queue_full", "7"] for line in out.splitlines()), out
     assert any(line.split() == ["gateway.dropped", "send_failed", "2"] for line in out.splitlines()), out
+
+
+def test_unix_socket_is_group_accessible_only(sidecar):
+    path = sidecar.address.removeprefix("unix:")
+    assert os.stat(path).st_mode & 0o777 == 0o660
