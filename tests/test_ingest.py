@@ -181,3 +181,22 @@ def test_reporter_drops_sent_with_a_report_show_in_stats(sidecar):
 def test_unix_socket_is_group_accessible_only(sidecar):
     path = sidecar.address.removeprefix("unix:")
     assert os.stat(path).st_mode & 0o777 == 0o660
+
+
+def test_jsonl_write_failures_are_counted_and_the_store_keeps_the_records(tmp_path):
+    sidecar = start_sidecar(tmp_path, "--jsonl", "/dev/full")  # every write fails with ENOSPC
+    try:
+        sent = 0
+
+        def failures_counted() -> int:
+            nonlocal sent
+            # failures come back from the encoder process with the next batch it is handed
+            sidecar.ingest().Report(ingest_pb2.ReportRequest(events=[auth_event(f"full-{sent}")]))
+            sent += 1
+            stats = sidecar.query().Stats(query_pb2.StatsRequest())
+            return sum(c.value for c in stats.counters if c.name == "jsonl.write_failed")
+
+        wait_until(failures_counted, 20, "jsonl.write_failed in stats")
+        assert sidecar.query().Stats(query_pb2.StatsRequest()).store_records == sent
+    finally:
+        sidecar.stop()

@@ -65,7 +65,7 @@ async def serve(config: Config) -> None:
     # inside this running one ("This event loop is already running").
     inspector, inspector_status = await asyncio.to_thread(start_inspector, config, counters)
     table = inspector.table if inspector is not None else None
-    jsonl = JsonlSink(config.jsonl, config.jsonl_max_bytes, config.jsonl_keep) if config.jsonl else None
+    jsonl = JsonlSink(config.jsonl, config.jsonl_max_bytes, config.jsonl_keep, counters) if config.jsonl else None
     pipeline = Pipeline(store, Joiner(table, config.join_wait, counters), counters, jsonl)
     pipeline.start()
 
