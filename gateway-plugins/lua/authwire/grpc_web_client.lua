@@ -249,4 +249,18 @@ function _M.report(conf, encoded_events, drops)
   return resp
 end
 
+--- Send one batch together with the drops not yet told to the sidecar (`unreported`, an authwire.drops);
+--- those drops are taken off only when the report is accepted. Returns the response, or nil, err.
+function _M.report_batch(conf, encoded_events, unreported)
+  local snap = unreported:snapshot()
+  if #encoded_events == 0 and not snap then
+    return { accepted = 0, rejections = {} }
+  end
+  local resp, err = _M.report(conf, encoded_events, snap)
+  if resp then
+    unreported:delivered(snap)
+  end
+  return resp, err
+end
+
 return _M

@@ -159,10 +159,8 @@ local function send_with_retry(self, batch, exiting)
   local started = now()
   local attempt = 0
   while true do
-    local snap = self.unreported:snapshot()
-    local resp, err = client.report(conf, batch, snap)
+    local resp, err = client.report_batch(conf, batch, self.unreported)
     if resp then
-      self.unreported:delivered(snap)
       self:inc("sent", resp.accepted)
       local nrej = #resp.rejections
       if nrej > 0 then

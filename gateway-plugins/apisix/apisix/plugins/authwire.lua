@@ -252,16 +252,7 @@ local function send(conf)
     local n = (attempts[entries] or 0) + 1
     attempts[entries] = n
     local encoded = encode_batch(entries)
-    local resp, err
-    local snap = unreported:snapshot()
-    if #encoded > 0 or snap then
-      resp, err = client.report(conf, encoded, snap)
-      if resp then
-        unreported:delivered(snap)
-      end
-    else
-      resp = { accepted = 0, rejections = {} }
-    end
+    local resp, err = client.report_batch(conf, encoded, unreported)
     if not resp then
       counters.send_errors = counters.send_errors + 1
       if n > conf.max_retry_count then

@@ -70,16 +70,7 @@ local function send(conf, entries)
   local key = entries[1]
   local started = failing_since[key] or ngx.now()
   local encoded = encode_batch(entries)
-  local resp, err
-  local snap = unreported:snapshot()
-  if #encoded > 0 or snap then
-    resp, err = client.report(conf, encoded, snap)
-    if resp then
-      unreported:delivered(snap)
-    end
-  else
-    resp = { accepted = 0, rejections = {} }
-  end
+  local resp, err = client.report_batch(conf, encoded, unreported)
   if resp then
     failing_since[key] = nil
     pending = pending - #entries
