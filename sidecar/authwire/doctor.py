@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+from authwire import capabilities
 
 
 @dataclass
@@ -66,27 +66,15 @@ def _mount(name: str, path: str, fstype: str) -> Callable[[], Check]:
     return check
 
 
-def _has_capability(cap: int) -> bool:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> cap & 1)
-    return False
-
-
 def _capabilities() -> Check:
-    have = _has_capability
-    bpf_ok = have(CAP_SYS_ADMIN) or (have(CAP_BPF) and have(CAP_PERFMON))
-    ok = bpf_ok and have(CAP_NET_ADMIN)
-    missing = [n for n, c in (("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON), ("CAP_NET_ADMIN", CAP_NET_ADMIN))
-               if not have(c) and not (n != "CAP_NET_ADMIN" and have(CAP_SYS_ADMIN))]
-    return Check("capabilities", ok, "ok" if ok else "missing " + ", ".join(missing),
-                 "" if ok else "run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN "
-                               "(docker: cap_add: [BPF, PERFMON, NET_ADMIN])")
+    missing = capabilities.missing_for_inspector()
+    return Check("capabilities", not missing, "missing " + ", ".join(missing) if missing else "ok",
+                 capabilities.FIX if missing else "")
 
 
 def _clsact() -> Check:
     """Really add a clsact qdisc, in a throwaway network namespace so nothing of the host changes."""
-    if not (_has_capability(CAP_NET_ADMIN) and _has_capability(CAP_SYS_ADMIN)):
+    if not all(capabilities.has(c) for c in (capabilities.CAP_NET_ADMIN, capabilities.CAP_SYS_ADMIN)):
         return Check("tc clsact", False, "not checked (needs CAP_NET_ADMIN + CAP_SYS_ADMIN for a scratch "
                      "network namespace)", "run `authwire doctor` as root")
     ns = f"authwire-doctor-{uuid.uuid4().hex[:8]}"

@@ -59,17 +59,30 @@ def start_inspector(config: Config, counters: Counters):
 
 
 async def serve(config: Config) -> None:
+    # Every part started registers its own cleanup, so a failure half-way through start-up (a port in use,
+    # say) still detaches the kernel programs and flushes what was accepted, like SIGTERM does.
+    async with contextlib.AsyncExitStack() as running:
+        await _run(config, running)
+
+
+async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
+    running.callback(log.info, "authwire stopped")  # cleanups run last-in first-out: this line comes last
     counters = Counters()
     store = Store(config.db)
+    running.callback(store.close)
     # In a worker thread: pyroute2's synchronous API (tc attach) runs its own event loop, which fails
     # inside this running one ("This event loop is already running").
     inspector, inspector_status = await asyncio.to_thread(start_inspector, config, counters)
+    if inspector is not None:
+        running.push_async_callback(asyncio.to_thread, inspector.stop)  # tc detach: pyroute2 again
     table = inspector.table if inspector is not None else None
     jsonl = JsonlSink(config.jsonl, config.jsonl_max_bytes, config.jsonl_keep, counters) if config.jsonl else None
     pipeline = Pipeline(store, Joiner(table, config.join_wait, counters), counters, jsonl)
     pipeline.start()
+    running.push_async_callback(pipeline.close)
 
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 32 * 1024 * 1024)])
+    running.push_async_callback(server.stop, SHUTDOWN_GRACE_SECONDS)
     ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(pipeline), server)
     query_pb2_grpc.add_QueryServicer_to_server(
         QueryService(store, pipeline, counters, inspector, inspector_status), server)
@@ -87,10 +100,10 @@ async def serve(config: Config) -> None:
         if address.startswith("unix:"):
             os.chmod(address[len("unix:"):], 0o660)
 
-    grpc_web = None
     if config.grpc_web_listen:
         from authwire.grpc_web import start_grpc_web
         grpc_web = await start_grpc_web(config.grpc_web_listen, pipeline, counters)
+        running.push_async_callback(grpc_web.cleanup)
 
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -103,19 +116,9 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     retention = loop.create_task(_retention_loop(store, config, counters))
-    try:
-        await stop.wait()
-    finally:
-        log.info("authwire stopping: finishing in-flight reports")
-        retention.cancel()
-        if grpc_web is not None:
-            await grpc_web.cleanup()
-        await server.stop(SHUTDOWN_GRACE_SECONDS)
-        await pipeline.close()
-        if inspector is not None:
-            await asyncio.to_thread(inspector.stop)  # tc detach: pyroute2 again, see above
-        store.close()
-        log.info("authwire stopped")
+    running.callback(retention.cancel)
+    await stop.wait()
+    log.info("authwire stopping: finishing in-flight reports")
 
 
 async def _retention_loop(store: Store, config: Config, counters: Counters) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes as ct
+import fcntl
 import importlib.resources
 import logging
 import os
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from authwire import capabilities
 from authwire.kernel import events as ev
 
 log = logging.getLogger(__name__)
@@ -54,10 +56,10 @@ def _headers_present() -> bool:
 
 def check_prerequisites() -> None:
     """Raise InspectorUnavailable naming the first missing prerequisite."""
-    if os.geteuid() != 0:
-        raise InspectorUnavailable("not running as root (loading BPF and attaching tc filters needs it)",
-                                   "run `authwire serve` as root (or with CAP_BPF, CAP_NET_ADMIN, "
-                                   "CAP_PERFMON), or pass --no-inspector")
+    missing = capabilities.missing_for_inspector()
+    if missing:
+        raise InspectorUnavailable(f"missing capabilities {', '.join(missing)} (loading BPF and attaching tc "
+                                   "filters needs them)", f"{capabilities.FIX}, or pass --no-inspector")
     try:
         import bcc  # noqa: F401
     except ImportError as exc:
@@ -289,6 +291,33 @@ def _attach(netns: str | None, interfaces: list[str], program: CompiledProgram,
 
 # -- the running inspector -------------------------------------------------------------------------------
 
+LOCK_DIR = Path("/run/authwire")
+
+
+def claim_namespace(netns: str | None) -> int:
+    """Hold the one-inspector-per-network-namespace lock; returns its fd (closing it releases the lock).
+
+    At start an inspector replaces the authwire filters it finds, which is right for filters a crashed run
+    left behind but would silently take over (and, on exit, remove) those of a sidecar still running. The
+    kernel drops a flock when its holder dies, so a crashed run never blocks the next one.
+    """
+    ns_path = f"/run/netns/{netns}" if netns else "/proc/self/ns/net"
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    path = LOCK_DIR / f"inspector-netns-{os.stat(ns_path).st_ino}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise InspectorUnavailable(
+            f"another authwire kernel inspector (pid {owner}) is attached in this network namespace",
+            "stop that sidecar first, or run this one with --no-inspector") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 class Inspector:
     """A running kernel inspector: filters attached, poller thread feeding `table`."""
 
@@ -313,8 +342,10 @@ class Inspector:
         self._stopped = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._poll_loop, name="authwire-kernel-poller", daemon=True)
+        self._lock_fd = -1
 
     def _start(self) -> None:
+        self._lock_fd = claim_namespace(self.netns)
         remove_filters(self.netns, self.interfaces)   # stale filters from a crashed run
         self.program.consumer = self._on_event
         try:
@@ -323,6 +354,7 @@ class Inspector:
             remove_filters(self.netns, self.interfaces)
             remove_idle_clsact(self.netns, self._created_qdisc)
             self.program.consumer = None
+            os.close(self._lock_fd)
             raise
         self._thread.start()
 
@@ -392,6 +424,8 @@ class Inspector:
         if self._owns_program:
             with contextlib.suppress(Exception):
                 self.program.close()
+        with contextlib.suppress(OSError):
+            os.close(self._lock_fd)
 
 
 def _install_sigterm(inspector: Inspector) -> None:
