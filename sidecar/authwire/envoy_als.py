@@ -374,5 +374,8 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
         self._problems.log("no_identifier", "stream's first message has no identifier; node left empty")
 
 
+SERVICE_NAME = als_pb2.DESCRIPTOR.services_by_name["AccessLogService"].full_name
+
+
 def add_to_server(server: grpc.aio.Server, pipeline: Pipeline, config: Config, counters: Counters) -> None:
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(pipeline, config, counters), server)

@@ -10,13 +10,12 @@ import signal
 from pathlib import Path
 
 import grpc
-from envoy.service.accesslog.v3 import als_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from authwire import envoy_als
 from authwire.config import Config, parse_duration
 from authwire.counters import Counters
-from authwire.envoy_als import AccessLogService
 from authwire.ingest_service import IngestService
 from authwire.join import Joiner
 from authwire.jsonl_sink import JsonlSink
@@ -88,8 +87,8 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
         QueryService(store, pipeline, counters, inspector, inspector_status), server)
     service_names = [ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name,
                      query_pb2.DESCRIPTOR.services_by_name["Query"].full_name]
-    als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(pipeline, config, counters), server)
-    service_names.append("envoy.service.accesslog.v3.AccessLogService")
+    envoy_als.add_to_server(server, pipeline, config, counters)
+    service_names.append(envoy_als.SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
