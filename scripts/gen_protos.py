@@ -7,12 +7,10 @@ tests/test_contract.py regenerates into a temporary directory and fails when the
 from __future__ import annotations
 
 import sys
+from importlib.resources import files
 from pathlib import Path
 
-from importlib.resources import files
-
 from grpc_tools import protoc
-
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
