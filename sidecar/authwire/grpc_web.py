@@ -4,12 +4,12 @@ OpenResty has no HTTP/2 client, so its plugins POST `application/grpc-web+proto`
 messages (1 flag byte, 4-byte big-endian length) and get back data frames plus a trailers frame
 (flag 0x80, `grpc-status`/`grpc-message` lines), per gRPC's PROTOCOL-WEB. aiohttp does the HTTP (keep-alive
 included); this module only does the framing and hands every ReportRequest to `pipeline.report(...,
-"grpc-web")`, the same path as gRPC ingest.
+"grpc-web", drops)`, the same path as gRPC ingest.
 
 Every bad request gets a gRPC status naming what was wrong and is counted as
 `grpc_web.errors{<what>}`; nothing a client sends can take the listener down. Events the gateway's reporter
-had to drop arrive as `ReportRequest.drops` and are counted as `gateway.dropped{queue_full|send_failed|
-encode_failed}`.
+had to drop arrive as `ReportRequest.drops`; the pipeline counts them as `gateway.dropped{queue_full|
+send_failed|encode_failed}`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ _COMPRESSED_FLAG = 0x01
 
 class ReportPipeline(Protocol):
     async def report(
-        self, events: Sequence[auth_event_pb2.AuthEvent], source: str
+        self, events: Sequence[auth_event_pb2.AuthEvent], source: str,
+        drops: ingest_pb2.ReporterDrops | None = None,
     ) -> ingest_pb2.ReportResponse: ...
 
 
