@@ -84,7 +84,7 @@ def filters_from_args(args: argparse.Namespace, now: float | None = None) -> que
     if args.client_ip:
         f.client_ip = args.client_ip
     if args.os:
-        f.os_hint = args.os
+        f.os_hint = args.os.strip().lower()  # hints are stored lower case: linux, windows, ...
     if args.status:
         f.status = args.status
     if args.outcome:

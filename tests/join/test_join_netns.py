@@ -542,7 +542,7 @@ def test_cli_query_shows_network_facts_and_failing_stacks(lab: Lab) -> None:
     # Filter on the network facts themselves, through the CLI.
     sig = syn["signature"]
     out = subprocess.run([AUTHWIRE, "query", "--format", "json", "--syn-signature", sig, "--hop-distance", "7",
-                          "--os", "linux", "--join-status", "exact", "--since", since, "--server",
+                          "--os", "Linux", "--join-status", "exact", "--since", since, "--server",
                           lab.sidecar.address], capture_output=True, text=True, timeout=60, check=True).stdout
     assert rid in {json.loads(line)["event"]["request_id"] for line in out.splitlines()}
     # Which stacks failed auth most?
