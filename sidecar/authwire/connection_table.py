@@ -28,6 +28,7 @@ from authwire.v1 import auth_event_pb2, connection_pb2
 log = logging.getLogger(__name__)
 
 TupleKey = tuple[str, int, str, int]
+OFFSET_REFRESH_NS = 10_000_000_000
 Listener = Callable[[connection_pb2.Connection], None]
 
 _RUN_PREFIX = secrets.token_hex(4)
@@ -73,8 +74,12 @@ class ConnectionTable:
                  forget_key: Callable[[bytes], None] | None = None) -> None:
         self.grace_period = grace_period
         # bpf_ktime_get_ns() is CLOCK_MONOTONIC, like time.monotonic_ns(); wall = monotonic + offset.
-        self.clock_offset_ns = (time.time_ns() - time.monotonic_ns()) if clock_offset_ns is None \
-            else clock_offset_ns
+        # Re-measured every OFFSET_REFRESH_NS: NTP slews the wall clock, not CLOCK_MONOTONIC, so a fixed
+        # offset would drift away from the gateways' (wall clock) request times over a long run.
+        self._fixed_offset = clock_offset_ns is not None
+        self.clock_offset_ns = clock_offset_ns if clock_offset_ns is not None else \
+            time.time_ns() - time.monotonic_ns()
+        self._offset_measured_ns = time.monotonic_ns()
         self._live_lookup = live_lookup
         self._kernel_counters = kernel_counters
         self._ifname = ifname or (lambda index: str(index))
@@ -257,6 +262,11 @@ class ConnectionTable:
 
     def _wall(self, ktime_ns: int) -> Timestamp:
         ts = Timestamp()
+        if not self._fixed_offset:
+            mono = time.monotonic_ns()
+            if mono - self._offset_measured_ns > OFFSET_REFRESH_NS:
+                self.clock_offset_ns = time.time_ns() - time.monotonic_ns()
+                self._offset_measured_ns = mono
         ts.FromNanoseconds(ktime_ns + self.clock_offset_ns)
         return ts
 
