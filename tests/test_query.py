@@ -163,3 +163,18 @@ def test_tail_follow_sees_new_records_once_each(sidecar):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_tail_without_follow_prints_the_latest_oldest_first(loaded):
+    out = loaded.cli("tail", "-n", "2", "--format", "json").stdout
+    assert [json.loads(line)["event"]["request_id"] for line in out.splitlines()] == ["bad-basic", "bad-jwt"]
+
+
+def test_stats_json_and_connections_without_inspector(loaded):
+    stats = json.loads(loaded.cli("stats", "--format", "json").stdout)
+    assert int(stats["store_records"]) == 5
+    assert stats.get("inspector_running", False) is False
+    assert {"name": "ingest.accepted", "label": "grpc", "value": "5"} in stats["counters"]
+    result = loaded.cli("connections", check=False)
+    assert result.returncode == 2
+    assert "FAILED_PRECONDITION" in result.stderr and "--no-inspector" in result.stderr
