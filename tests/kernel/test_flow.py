@@ -127,7 +127,10 @@ def test_retransmits_counted_when_loss_is_injected(program, topo, sender):
         lossy, clean = (conn.to_client, conn.to_server) if sender == "server" else \
             (conn.to_server, conn.to_client)
         assert lossy.retransmits == retrans        # seen on the wire: sequence went backwards
-        assert lossy.stack_retransmits == retrans  # reported by tcp:tcp_retransmit_skb (sender is local)
+        # reported by tcp:tcp_retransmit_skb (the sender is local): that tracepoint does not fire for tail
+        # loss probes (bcc's tcpretrans needs a kprobe on tcp_send_loss_probe for those), so a TLP that
+        # resent data shows on the wire and in TCP_INFO but not here
+        assert 1 <= lossy.stack_retransmits <= retrans
         assert clean.retransmits == 0 and clean.stack_retransmits == 0
         assert ("t" if sender == "server" else "T") in conn.history
         assert lossy.bytes == 500 * (1 + retrans)
