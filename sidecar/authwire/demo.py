@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authwire import netns_lab
+from authwire import capabilities, netns_lab
 from authwire.demo_credentials import DemoCredentials, basic_header
 from authwire.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
 from authwire.netns_lab import ClientStack, Host, Lab
@@ -354,8 +354,12 @@ def envoy_version() -> str:
 
 def preflight() -> str | None:
     """Why the demo cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "the demo needs root (network namespaces, eBPF): run `sudo make run`"
+    missing = capabilities.missing_for_inspector()
+    if not capabilities.has(capabilities.CAP_SYS_ADMIN):
+        missing.append("CAP_SYS_ADMIN")
+    if os.geteuid() != 0 or missing:
+        why = f"missing {', '.join(missing)}" if missing else "not root"
+        return f"the demo needs root (network namespaces, eBPF; {why}): run `sudo make run`"
     if shutil.which("ip") is None:
         return "needs iproute2 (`ip`): run `make setup`"
     try:

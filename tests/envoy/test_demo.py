@@ -107,3 +107,11 @@ def test_demo_cleans_up_on_sigterm(tmp_path):
     assert "Cleaned up" in out, out
     assert _namespaces_of(proc.pid) == []
     wait_until(lambda: not _descendants_alive(pids), 10, "demo children to exit")
+
+
+def test_demo_without_privileges_says_what_it_needs():
+    result = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", AUTHWIRE, "demo"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "the demo needs root" in result.stderr and "CAP_NET_ADMIN" in result.stderr
+    assert "sudo make run" in result.stderr
