@@ -11,7 +11,7 @@ local core = require("apisix.core")
 local bp_manager_mod = require("apisix.utils.batch-processor-manager")
 local client = require("authwire.grpc_web_client")
 local credentials = require("authwire.credentials")
-local drops = require("authwire.drops")
+local ledger_mod = require("authwire.ledger")
 local event = require("authwire.event")
 local protobuf = require("authwire.protobuf")
 
@@ -62,32 +62,9 @@ local _M = {
   schema = schema,
 }
 
--- per-worker counters (Control API: GET /v1/plugin/authwire/stats)
-local counters = { queued = 0, sent = 0, rejected = 0, dropped_pending_full = 0, dropped_send_failed = 0,
-                   send_errors = 0, encode_errors = 0 }
-local pending = 0 -- entries handed to the batch processor and not yet sent or given up
+-- per-worker delivery bookkeeping (Control API: GET /v1/plugin/authwire/stats)
+local ledger = ledger_mod.new("dropped_pending_full", function(...) core.log.warn(...) end)
 local attempts = setmetatable({}, { __mode = "k" }) -- batch entries table -> attempts so far
-local last_warn = -1e9
-local unreported = drops.new() -- drops not yet carried to the sidecar (ReportRequest.drops)
-local DROP_KIND = { dropped_pending_full = "queue_full", dropped_queue_full = "queue_full",
-                    dropped_send_failed = "send_failed", encode_errors = "encode_failed" }
-
-local function count(name, n)
-  n = n or 1
-  counters[name] = counters[name] + n
-  local kind = DROP_KIND[name]
-  if kind then
-    unreported:add(kind, n)
-  end
-end
-
-local function warn_limited(...)
-  local now = ngx.now()
-  if now - last_warn >= 10 then
-    last_warn = now
-    core.log.warn(...)
-  end
-end
 
 function _M.check_schema(conf)
   local ok, err = core.schema.check(schema, conf)
@@ -239,8 +216,7 @@ local function to_bytes(c)
 end
 
 local function encode_failed(err)
-  count("encode_errors", 1)
-  warn_limited("authwire: cannot encode an event: ", err)
+  ledger:encode_failed(err)
 end
 
 local function encode_batch(entries)
@@ -252,24 +228,15 @@ local function send(conf)
     local n = (attempts[entries] or 0) + 1
     attempts[entries] = n
     local encoded = encode_batch(entries)
-    local resp, err = client.report_batch(conf, encoded, unreported)
+    local resp, err = client.report_batch(conf, encoded, ledger.unreported)
     if not resp then
-      counters.send_errors = counters.send_errors + 1
+      ledger:send_failed()
       if n > conf.max_retry_count then
-        -- the batch processor drops the batch after this attempt
-        count("dropped_send_failed", #entries)
-        pending = pending - #entries
+        ledger:given_up(#entries) -- the batch processor drops the batch after this attempt
       end
       return false, err
     end
-    pending = pending - #entries
-    counters.sent = counters.sent + resp.accepted
-    local nrej = #resp.rejections
-    if nrej > 0 then
-      counters.rejected = counters.rejected + nrej
-      local r = resp.rejections[1]
-      warn_limited("authwire: sidecar rejected ", nrej, " events; first: ", r.field, ": ", r.reason)
-    end
+    ledger:delivered(#entries, resp)
     return true
   end
 end
@@ -277,38 +244,31 @@ end
 function _M.log(conf, ctx)
   local ok, entry = pcall(capture, conf, ctx)
   if not ok then
-    count("encode_errors", 1)
-    warn_limited("authwire: cannot capture the request: ", entry)
+    ledger:count("encode_errors", 1)
+    ledger:warn_limited("authwire: cannot capture the request: ", entry)
     return
   end
   -- Our own bound, checked before APISIX's (which logs an error line per discarded entry): an outage
   -- must cost a counter increment per request, not a log line.
-  if pending >= conf.max_pending_entries then
-    count("dropped_pending_full", 1)
-    warn_limited("authwire: ", pending, " events pending (sidecar slow or down); dropping new events")
+  if ledger.pending >= conf.max_pending_entries then
+    ledger:queue_full("authwire: ", ledger.pending, " events pending (sidecar slow or down); dropping new events")
     return
   end
   local added = batch_processor_manager:add_entry(conf, entry)
   if added == nil then
-    count("dropped_pending_full", 1)
+    ledger:queue_full()
     return
   end
   if not added and not batch_processor_manager:add_entry_to_new_processor(conf, entry, ctx, send(conf)) then
-    count("dropped_pending_full", 1)
+    ledger:queue_full()
     return
   end
-  pending = pending + 1
-  counters.queued = counters.queued + 1
+  ledger:queued()
 end
 
 --- This worker's counters.
 function _M.stats()
-  local s = { pending = pending }
-  for k, v in pairs(counters) do
-    s[k] = v
-  end
-  s.dropped = s.dropped_pending_full + s.dropped_send_failed
-  return s
+  return ledger:stats()
 end
 
 function _M.control_api()

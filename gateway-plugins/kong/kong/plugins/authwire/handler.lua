@@ -9,7 +9,7 @@
 local Queue = require("kong.tools.queue")
 local client = require("authwire.grpc_web_client")
 local credentials = require("authwire.credentials")
-local drops = require("authwire.drops")
+local ledger_mod = require("authwire.ledger")
 local event = require("authwire.event")
 local jwt_claims = require("authwire.jwt_claims")
 local protobuf = require("authwire.protobuf")
@@ -17,7 +17,7 @@ local reasons = require("authwire.reasons")
 
 local kong = kong
 local ngx = ngx
-local pairs, type, tostring = pairs, type, tostring
+local type, tostring = type, tostring
 
 local BODY_CAPTURE_MAX = 1024
 
@@ -26,33 +26,10 @@ local AuthwireHandler = {
   VERSION = "0.1.0",
 }
 
--- per-worker counters (AuthwireHandler.stats())
-local counters = { queued = 0, sent = 0, rejected = 0, dropped_queue_full = 0, dropped_send_failed = 0,
-                   send_errors = 0, encode_errors = 0 }
-local pending = 0            -- entries enqueued and not yet sent or given up
+-- per-worker delivery bookkeeping (AuthwireHandler.stats())
+local ledger = ledger_mod.new("dropped_queue_full", function(...) kong.log.warn(...) end)
 local failing_since = {}     -- first entry of a failing batch -> time of its first attempt
-local last_warn = -1e9
-local unreported = drops.new() -- drops not yet carried to the sidecar (ReportRequest.drops)
-local DROP_KIND = { dropped_pending_full = "queue_full", dropped_queue_full = "queue_full",
-                    dropped_send_failed = "send_failed", encode_errors = "encode_failed" }
-
-local function count(name, n)
-  n = n or 1
-  counters[name] = counters[name] + n
-  local kind = DROP_KIND[name]
-  if kind then
-    unreported:add(kind, n)
-  end
-end
 local encode_batch -- defined with the event builders below
-
-local function warn_limited(...)
-  local now = ngx.now()
-  if now - last_warn >= 10 then
-    last_warn = now
-    kong.log.warn(...)
-  end
-end
 
 local QUEUE_DEFAULTS = { max_batch_size = 1, max_coalescing_delay = 1, max_entries = 10000,
                          max_retry_time = 60, initial_retry_delay = 0.01, max_retry_delay = 60 }
@@ -70,26 +47,18 @@ local function send(conf, entries)
   local key = entries[1]
   local started = failing_since[key] or ngx.now()
   local encoded = encode_batch(entries)
-  local resp, err = client.report_batch(conf, encoded, unreported)
+  local resp, err = client.report_batch(conf, encoded, ledger.unreported)
   if resp then
     failing_since[key] = nil
-    pending = pending - #entries
-    counters.sent = counters.sent + resp.accepted
-    local nrej = #resp.rejections
-    if nrej > 0 then
-      counters.rejected = counters.rejected + nrej
-      local r = resp.rejections[1]
-      warn_limited("authwire: sidecar rejected ", nrej, " events; first: ", r.field, ": ", r.reason)
-    end
+    ledger:delivered(#entries, resp)
     return true
   end
-  counters.send_errors = counters.send_errors + 1
+  ledger:send_failed()
   -- kong.tools.queue gives a batch up once now() - (time of its first attempt) > max_retry_time, checked
   -- right after this returns (ngx.now() is the same cached value there): count that drop here.
   if ngx.now() - started > queue_param(conf.queue or {}, "max_retry_time") then
     failing_since[key] = nil
-    pending = pending - #entries
-    count("dropped_send_failed", #entries)
+    ledger:given_up(#entries)
   else
     failing_since[key] = started
   end
@@ -226,8 +195,7 @@ local function to_bytes(c)
 end
 
 local function encode_failed(err)
-  count("encode_errors", 1)
-  warn_limited("authwire: cannot encode an event: ", err)
+  ledger:encode_failed(err)
 end
 
 function encode_batch(entries)
@@ -237,35 +205,27 @@ end
 function AuthwireHandler:log(conf)
   local ok, entry = pcall(capture, conf)
   if not ok then
-    count("encode_errors", 1)
-    warn_limited("authwire: cannot capture the request: ", entry)
+    ledger:count("encode_errors", 1)
+    ledger:warn_limited("authwire: cannot capture the request: ", entry)
     return
   end
   local queue_conf = Queue.get_params(conf)
   -- Our bound, checked before Kong's queue would silently drop its oldest entry: counted per request.
-  if pending >= queue_param(queue_conf, "max_entries") then
-    count("dropped_queue_full", 1)
-    warn_limited("authwire: ", pending, " events pending (sidecar slow or down); dropping new events")
+  if ledger.pending >= queue_param(queue_conf, "max_entries") then
+    ledger:queue_full("authwire: ", ledger.pending, " events pending (sidecar slow or down); dropping new events")
     return
   end
   local queued, qerr = Queue.enqueue(queue_conf, send, conf, entry)
   if not queued then
-    count("dropped_queue_full", 1)
-    warn_limited("authwire: cannot queue the event: ", qerr)
+    ledger:queue_full("authwire: cannot queue the event: ", qerr)
     return
   end
-  pending = pending + 1
-  counters.queued = counters.queued + 1
+  ledger:queued()
 end
 
 --- This worker's counters.
 function AuthwireHandler.stats()
-  local s = { pending = pending }
-  for k, v in pairs(counters) do
-    s[k] = v
-  end
-  s.dropped = s.dropped_queue_full + s.dropped_send_failed
-  return s
+  return ledger:stats()
 end
 
 return AuthwireHandler

@@ -1,0 +1,97 @@
+-- Per-worker delivery bookkeeping shared by the APISIX and Kong adapters: what was queued, sent, rejected
+-- and dropped (the plugin's stats), how many events are pending, the drops not yet told to the sidecar
+-- (authwire.drops, carried in ReportRequest.drops), and warnings at most once per interval, so that an
+-- outage costs a counter increment per request rather than a log line.
+local drops = require("authwire.drops")
+
+local ngx = ngx
+local pairs, select, setmetatable = pairs, select, setmetatable
+
+local _M = {}
+local mt = { __index = _M }
+
+local WARN_INTERVAL = 10 -- seconds
+local DROP_KIND = { dropped_pending_full = "queue_full", dropped_queue_full = "queue_full",
+                    dropped_send_failed = "send_failed", encode_errors = "encode_failed" }
+
+--- full: the counter of queue-full drops (APISIX names it dropped_pending_full, Kong dropped_queue_full);
+--- warn(...): the gateway's warning logger.
+function _M.new(full, warn)
+  return setmetatable({
+    counters = { queued = 0, sent = 0, rejected = 0, [full] = 0, dropped_send_failed = 0, send_errors = 0,
+                 encode_errors = 0 },
+    full = full,
+    pending = 0, -- events handed to the gateway's queue and not yet sent or given up
+    unreported = drops.new(),
+    warn = warn,
+    last_warn = -1e9,
+  }, mt)
+end
+
+function _M:count(name, n)
+  n = n or 1
+  self.counters[name] = self.counters[name] + n
+  local kind = DROP_KIND[name]
+  if kind then
+    self.unreported:add(kind, n)
+  end
+end
+
+function _M:warn_limited(...)
+  local now = ngx.now()
+  if now - self.last_warn >= WARN_INTERVAL then
+    self.last_warn = now
+    self.warn(...)
+  end
+end
+
+--- One event could not be queued: the queue is full (or refused it).
+function _M:queue_full(...)
+  self:count(self.full, 1)
+  if select("#", ...) > 0 then
+    self:warn_limited(...)
+  end
+end
+
+function _M:queued()
+  self.pending = self.pending + 1
+  self.counters.queued = self.counters.queued + 1
+end
+
+function _M:encode_failed(err)
+  self:count("encode_errors", 1)
+  self:warn_limited("authwire: cannot encode an event: ", err)
+end
+
+--- The sidecar accepted a report of n queued events.
+function _M:delivered(n, resp)
+  self.pending = self.pending - n
+  self.counters.sent = self.counters.sent + resp.accepted
+  local nrej = #resp.rejections
+  if nrej > 0 then
+    self.counters.rejected = self.counters.rejected + nrej
+    local r = resp.rejections[1]
+    self:warn_limited("authwire: sidecar rejected ", nrej, " events; first: ", r.field, ": ", r.reason)
+  end
+end
+
+function _M:send_failed()
+  self.counters.send_errors = self.counters.send_errors + 1
+end
+
+--- The gateway's queue gives n events up after their last failed attempt.
+function _M:given_up(n)
+  self.pending = self.pending - n
+  self:count("dropped_send_failed", n)
+end
+
+function _M:stats()
+  local s = { pending = self.pending }
+  for k, v in pairs(self.counters) do
+    s[k] = v
+  end
+  s.dropped = s[self.full] + s.dropped_send_failed
+  return s
+end
+
+return _M
