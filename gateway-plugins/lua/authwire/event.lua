@@ -9,6 +9,8 @@ local reasons = require("authwire.reasons")
 
 local tonumber, type, floor, byte = tonumber, type, math.floor, string.byte
 
+local ngx = ngx
+
 local _M = {}
 
 _M.MESSAGE_MAX = 256 -- bytes of the gateway's failure message kept (the sidecar's validation bound)
@@ -227,6 +229,19 @@ function _M.message_of_body(body)
     return m
   end
   return nil
+end
+
+_M.BODY_CAPTURE_MAX = 1024 -- bytes of an error body kept to find the failure message
+
+--- Body filter: `have` (the prefix kept so far, or nil) extended by this chunk of the response body
+--- (ngx.arg[1]), up to BODY_CAPTURE_MAX bytes.
+function _M.body_prefix(have)
+  local chunk = ngx.arg[1]
+  have = have or ""
+  if chunk and chunk ~= "" and #have < _M.BODY_CAPTURE_MAX then
+    return have .. chunk:sub(1, _M.BODY_CAPTURE_MAX - #have)
+  end
+  return have
 end
 
 return _M

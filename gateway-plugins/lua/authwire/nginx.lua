@@ -16,24 +16,10 @@ local ngx = ngx
 
 local _M = {}
 
-_M.BODY_CAPTURE_MAX = 1024 -- bytes of an error body kept to find the failure message
-
---- Keep a bounded prefix of an error response body (status >= 400) in `store.body`.
-function _M.capture_body(store, status)
-  if status < 400 then
-    return
-  end
-  local chunk = ngx.arg[1]
-  local have = store.body or ""
-  if chunk and chunk ~= "" and #have < _M.BODY_CAPTURE_MAX then
-    store.body = have .. chunk:sub(1, _M.BODY_CAPTURE_MAX - #have)
-  end
-end
-
 function _M.body_filter()
   local a = ngx.ctx.authwire
-  if a and not a.success then
-    _M.capture_body(a, ngx.status)
+  if a and not a.success and ngx.status >= 400 then
+    a.body = event.body_prefix(a.body)
   end
 end
 

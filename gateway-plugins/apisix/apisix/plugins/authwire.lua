@@ -24,7 +24,6 @@ local batch_processor_manager = bp_manager_mod.new(plugin_name)
 -- APISIX auth plugins, highest priority first (the order APISIX runs them in)
 local AUTH_PLUGINS = { "multi-auth", "openid-connect", "cas-auth", "ldap-auth", "hmac-auth", "basic-auth",
                        "jwt-auth", "key-auth" }
-local BODY_CAPTURE_MAX = 1024
 
 local schema = {
   type = "object",
@@ -104,11 +103,7 @@ function _M.body_filter(conf, ctx)
   if ctx.consumer or ngx.status < 400 then
     return
   end
-  local chunk = ngx.arg[1]
-  local have = ctx.authwire_body or ""
-  if chunk and chunk ~= "" and #have < BODY_CAPTURE_MAX then
-    ctx.authwire_body = have .. chunk:sub(1, BODY_CAPTURE_MAX - #have)
-  end
+  ctx.authwire_body = event.body_prefix(ctx.authwire_body)
 end
 
 -- Which plugin authenticated a consumer: the route's only auth plugin, else the shape of auth_conf.

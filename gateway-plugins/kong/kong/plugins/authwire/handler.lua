@@ -19,8 +19,6 @@ local kong = kong
 local ngx = ngx
 local type, tostring = type, tostring
 
-local BODY_CAPTURE_MAX = 1024
-
 local AuthwireHandler = {
   PRIORITY = 15, -- log phase, just above opentelemetry (14) and the other loggers
   VERSION = "0.1.0",
@@ -70,11 +68,7 @@ function AuthwireHandler:body_filter(conf)
     return
   end
   local ctx = kong.ctx.plugin
-  local chunk = ngx.arg[1]
-  local have = ctx.body or ""
-  if chunk and chunk ~= "" and #have < BODY_CAPTURE_MAX then
-    ctx.body = have .. chunk:sub(1, BODY_CAPTURE_MAX - #have)
-  end
+  ctx.body = event.body_prefix(ctx.body)
 end
 
 -- Which auth plugin made this credential, and its non-secret id.
