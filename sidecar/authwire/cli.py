@@ -188,7 +188,7 @@ def _channel(server: str) -> grpc.Channel:
     return grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
 
 
-def _read_events(path: str, out: TextIO) -> Iterator[tuple[int, auth_event_pb2.AuthEvent | None, str]]:
+def _read_events(path: str) -> Iterator[tuple[int, auth_event_pb2.AuthEvent | None, str]]:
     """(line number, event or None, parse error) for each non-blank line."""
     stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     with stream:
@@ -217,7 +217,7 @@ def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
         rejected += len(bad)
 
     batch: list[tuple[int, auth_event_pb2.AuthEvent]] = []
-    for number, event, error in _read_events(args.file, out):
+    for number, event, error in _read_events(args.file):
         if event is None:
             out.write(f"rejected line {number}: not an AuthEvent in proto3 JSON: {error}\n")
             rejected += 1
