@@ -10,19 +10,16 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from authwire.envoy_runner import EnvoyUnavailable, envoy_binary
 from authwire.netns_lab import PREFIX
-from support import IN_CI, require, wait_until
+from support import AUTHWIRE, IN_CI, require, wait_until
 
 pytestmark = [pytest.mark.gateway, pytest.mark.kernel]
 
-AUTHWIRE = str(Path(sys.executable).with_name("authwire"))
 
 
 def _require_demo_prerequisites() -> None:
