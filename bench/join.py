@@ -42,8 +42,8 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "join")]
 import grpc  # noqa: E402
 from gateway import basic_authorization  # noqa: E402
 
+from authwire.demo.lab import Topology  # noqa: E402
 from authwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, record_pb2  # noqa: E402
-from netns import Topology  # noqa: E402
 from support import start_sidecar  # noqa: E402
 
 PORT = 8080

@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from authwire.config import Config  # noqa: E402
+from authwire.demo.lab import Topology  # noqa: E402
 from authwire.kernel import start_inspector  # noqa: E402
 from authwire.kernel.progrun import prog_stats, test_run, test_run_ns  # noqa: E402
-from netns import Topology  # noqa: E402
 
 PORT = 8080
 DURATION_S = 5

@@ -1,6 +1,6 @@
 """Envoy throughput with authwire (kernel inspector + ALS) vs without, in one run; ALS ingest rate and drops.
 
-Lab (network namespaces, authwire.netns_lab): one gateway namespace running two identical Envoys (1 worker
+Lab (network namespaces, authwire.demo.lab): one gateway namespace running two identical Envoys (1 worker
 each; jwt_authn verifying a valid token on every request):
   - "without": port 8090, no access log, reached through client A's link, which the inspector does not watch;
   - "with":    port 8080, gRPC access log to authwire, reached through client B's link, where `authwire serve`
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from authwire.demo_credentials import DemoCredentials  # noqa: E402
-from authwire.envoy_runner import EnvoyProcess, GatewaySpec  # noqa: E402
-from authwire.netns_lab import ClientStack, Lab  # noqa: E402
+from authwire.demo.credentials import DemoCredentials  # noqa: E402
+from authwire.demo.envoy_runner import EnvoyProcess, GatewaySpec  # noqa: E402
+from authwire.demo.lab import ClientStack, Lab  # noqa: E402
 from authwire.v1 import query_pb2  # noqa: E402
 from support import start_sidecar  # noqa: E402
 

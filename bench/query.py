@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sidecar"))
 
-from authwire import fingerprint  # noqa: E402
-from authwire.store import SCHEMA, Store  # noqa: E402
+from authwire.join import fingerprint  # noqa: E402
+from authwire.store.record_store import SCHEMA, Store  # noqa: E402
 from authwire.v1 import auth_event_pb2 as ae  # noqa: E402
 from authwire.v1 import connection_pb2 as cp  # noqa: E402
 from authwire.v1 import query_pb2, record_pb2  # noqa: E402

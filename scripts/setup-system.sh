@@ -7,6 +7,10 @@ APT_PACKAGES=(
   python3-venv python3-bpfcc bpfcc-tools linux-headers-amd64   # bcc + headers it compiles against
   iproute2 nftables wrk                                        # netns/veth/tc, loss injection, load
   nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson luajit2  # Lua plugin tests
+  # the real APISIX 3.18 runtime of ../shared/apisix (its lib/debian-packages.txt) and Kong's real Lua
+  libnginx-mod-http-ndk libnginx-mod-http-headers-more-filter lua-penlight lua-filesystem lua-yaml
+  lua-argparse lua-posix lua-rex-pcre2 lua-socket lua-sec lua-lpeg ca-certificates curl
+  prometheus chromium chromium-driver                          # real Prometheus scrape, web view tests
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -21,6 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authwire.demo.lab import nsenter_argv
 from authwire.v1 import ingest_pb2_grpc, query_pb2_grpc
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -135,7 +136,7 @@ def start_sidecar(tmp_path: Path, *extra_args: str, db: Path | None = None, netn
     command = [AUTHWIRE, *args]
     if netns:
         # nsenter, not `ip netns exec`: that remounts /sys and hides tracefs/bpffs from the inspector.
-        command = ["nsenter", f"--net=/run/netns/{netns}", "--", *command]
+        command = nsenter_argv(netns, command)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from authwire import connection_table
-from authwire.connection_table import ConnectionTable
+from authwire.kernel import connection_table
+from authwire.kernel.connection_table import ConnectionTable
 
 
 def test_the_wall_clock_offset_is_remeasured_after_the_wall_clock_moves(monkeypatch):

@@ -86,7 +86,7 @@ def test_every_bind_mount_source_exists(directory):
                 continue
             if source in generated:
                 # made by the documented first step, not checked in (demo keys)
-                assert "python -m authwire.demo_credentials keys" in (base / "README.md").read_text()
+                assert "python -m authwire.demo.credentials keys" in (base / "README.md").read_text()
                 continue
             assert source.exists(), f"{directory}/{name}: {source} (mounted at {target}) does not exist"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from authwire.store import Store
+from authwire.store.record_store import Store
 from authwire.v1 import query_pb2, record_pb2
 from support import auth_event
 

@@ -17,8 +17,8 @@ import grpc
 from google.protobuf import json_format
 
 from authwire import config as config_mod
-from authwire import render
-from authwire.store import QueryError, Store
+from authwire.query import render
+from authwire.store.record_store import QueryError, Store
 from authwire.v1 import (
     auth_event_pb2,
     ingest_pb2,
@@ -294,7 +294,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
-    from authwire import doctor
+    from authwire.kernel import doctor
 
     checks = doctor.run_checks()
     if args.format == "json":
@@ -307,7 +307,7 @@ def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["demo"]:
-        from authwire import demo
+        from authwire.demo import run as demo
 
         return demo.main(argv[1:])
     args = build_parser().parse_args(argv)

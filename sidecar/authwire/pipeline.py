@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from authwire.counters import Counters
-from authwire.join import Joiner
-from authwire.jsonl_sink import JsonlSink
-from authwire.store import Store
+from authwire.ingest.validate import validate
+from authwire.join.joiner import Joiner
+from authwire.store.jsonl import JsonlSink
+from authwire.store.record_store import Store
 from authwire.v1 import auth_event_pb2, ingest_pb2, record_pb2
-from authwire.validate import validate
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from authwire import envoy_als
 from authwire.config import Config, parse_duration
 from authwire.counters import Counters
-from authwire.ingest_service import IngestService
-from authwire.join import Joiner
-from authwire.jsonl_sink import JsonlSink
+from authwire.ingest import envoy_als
+from authwire.ingest.grpc_service import IngestService
+from authwire.join.joiner import Joiner
 from authwire.pipeline import Pipeline
-from authwire.query_service import QueryService
-from authwire.store import Store
+from authwire.query.grpc_service import QueryService
+from authwire.store.jsonl import JsonlSink
+from authwire.store.record_store import Store
 from authwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger("authwire")
@@ -100,7 +100,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
             os.chmod(address[len("unix:"):], 0o660)
 
     if config.grpc_web_listen:
-        from authwire.grpc_web import start_grpc_web
+        from authwire.ingest.grpc_web import start_grpc_web
         grpc_web = await start_grpc_web(config.grpc_web_listen, pipeline, counters)
         running.push_async_callback(grpc_web.cleanup)
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from authwire.envoy_runner import EnvoyUnavailable, envoy_binary
-from authwire.netns_lab import PREFIX
+from authwire.demo.envoy_runner import EnvoyUnavailable, envoy_binary
+from authwire.demo.lab import PREFIX
 from support import AUTHWIRE, IN_CI, require, wait_until
 
 pytestmark = [pytest.mark.gateway, pytest.mark.kernel]

@@ -1,7 +1,7 @@
 """ALS entry -> AuthEvent mapping, on entries a real Envoy 1.40 produced.
 
 data/als_capture.json is one StreamAccessLogsMessage captured from Envoy (jwt_authn + basic_auth + the
-config rendered by authwire.envoy_runner) for: valid JWT (+ a spoofed x-consumer header), missing JWT,
+config rendered by authwire.demo.envoy_runner) for: valid JWT (+ a spoofed x-consumer header), missing JWT,
 expired JWT, JWT signed by an unknown key, malformed JWT, Basic valid (+ spoofed header), Basic wrong
 password, Basic missing, and a public route with a query string. The live tests re-check this against a
 running Envoy; these pin every field of the mapping.
@@ -18,7 +18,7 @@ import pytest
 from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import json_format
 
-from authwire.envoy_als import EnvoyNode, Unmapped, entry_to_event
+from authwire.ingest.envoy_als import EnvoyNode, Unmapped, entry_to_event
 from authwire.v1 import auth_event_pb2 as ae
 
 CAPTURE = json.loads((Path(__file__).parent / "data" / "als_capture.json").read_text())

@@ -1,6 +1,6 @@
 """gateway-plugins/envoy/envoy.yaml is a config Envoy accepts, and it agrees with what authwire reads.
 
-The demo/test config (authwire.envoy_runner.render_config) and the shipped example must stay the same
+The demo/test config (authwire.demo.envoy_runner.render_config) and the shipped example must stay the same
 shape: same filters in the same order, same ALS settings, same metadata keys and consumer header.
 """
 
@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from authwire.config import Config
-from authwire.demo_credentials import DemoCredentials, write_gateway_files
-from authwire.envoy_runner import EnvoyUnavailable, GatewaySpec, envoy_binary, render_config
+from authwire.demo.credentials import DemoCredentials, write_gateway_files
+from authwire.demo.envoy_runner import EnvoyUnavailable, GatewaySpec, envoy_binary, render_config
 from support import require
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ import pytest
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from google.protobuf import json_format
 
-from authwire.demo_credentials import DemoCredentials, basic_header
-from authwire.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
+from authwire.demo.credentials import DemoCredentials, basic_header
+from authwire.demo.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import query_pb2, record_pb2
 from support import require, start_sidecar, wait_until

@@ -15,9 +15,9 @@ import sys
 
 import pytest
 
-from authwire.demo_credentials import DemoCredentials, basic_header
-from authwire.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
-from authwire.netns_lab import ClientStack, Lab
+from authwire.demo.credentials import DemoCredentials, basic_header
+from authwire.demo.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
+from authwire.demo.lab import ClientStack, Lab
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import query_pb2, record_pb2
 from support import require, require_root_bcc, start_sidecar, wait_until
@@ -89,10 +89,10 @@ def gateway_lab(tmp_path):
 
 
 def send(lab: Lab, host_index: int, requests: list[dict[str, str]]) -> list[dict]:
-    """One new TCP connection per request, from the given client namespace (authwire.demo_traffic)."""
+    """One new TCP connection per request, from the given client namespace (authwire.demo.traffic)."""
     host = lab.clients[host_index]
     plan = {"base": f"http://{host.gateway_ip}:8080", "deadline_s": 20, "sessions": [[r] for r in requests]}
-    result = subprocess.run(lab.argv(host.netns, [sys.executable, "-m", "authwire.demo_traffic"]),
+    result = subprocess.run(lab.argv(host.netns, [sys.executable, "-m", "authwire.demo.traffic"]),
                             input=json.dumps(plan), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authwire import fingerprint
+from authwire.join import fingerprint
 from authwire.v1.connection_pb2 import SynFingerprint
 
 MSS, NOP, WS, SACK, TS, EOL = 2, 1, 3, 4, 8, 0

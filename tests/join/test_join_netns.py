@@ -27,10 +27,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from authwire.demo.lab import Topology
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import connection_pb2 as cp
 from authwire.v1 import ingest_pb2, query_pb2, record_pb2
-from netns import Topology
 from support import AUTHWIRE, auth_event, require_root_bcc, start_sidecar, wait_until
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from authwire import join as join_mod
-from authwire.connection_table import ConnectionTable
 from authwire.counters import Counters
-from authwire.join import Joiner
+from authwire.join import joiner as join_mod
+from authwire.join.joiner import Joiner
 from authwire.kernel import events as ev
+from authwire.kernel.connection_table import ConnectionTable
 from authwire.v1 import record_pb2
 from support import auth_event, wait_until
 

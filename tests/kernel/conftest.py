@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from netns import Topology
+from authwire.demo.lab import Topology
 from support import require_root_bcc
 
 SESSION_MAX_FLOWS = 128   # small on purpose: the eviction test overflows it with a few hundred flows

@@ -11,7 +11,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from netns import in_netns
+from authwire.demo.lab import call_in_netns as in_netns
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from netns import Topology
+from authwire.demo.lab import Topology
 from support import wait_until
 
 

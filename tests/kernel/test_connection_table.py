@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from authwire.connection_table import ConnectionTable
 from authwire.kernel import events as ev
+from authwire.kernel.connection_table import ConnectionTable
 from authwire.v1 import connection_pb2
 
 ST = connection_pb2

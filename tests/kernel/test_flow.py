@@ -9,8 +9,8 @@ import pytest
 from kernel_capture import Capture
 from kernel_running import running_inspector, wait_connection
 
+from authwire.demo.lab import Topology
 from authwire.v1 import connection_pb2
-from netns import Topology
 from support import wait_until
 
 pytestmark = pytest.mark.kernel

@@ -6,9 +6,10 @@ import pytest
 from pyroute2 import IPRoute
 
 from authwire.config import Config
+from authwire.demo.lab import Topology, run
+from authwire.demo.lab import namespaces_of_this_process as leftover_namespaces
 from authwire.kernel import InspectorUnavailable, start_inspector
 from authwire.kernel.loader import TC_INGRESS, list_filters
-from netns import Topology, leftover_namespaces, run
 
 pytestmark = pytest.mark.kernel
 

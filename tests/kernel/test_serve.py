@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from authwire.demo.lab import Topology
 from authwire.kernel.loader import list_filters
-from netns import Topology
 from support import AUTHWIRE, require_root_bcc, start_sidecar, wait_until
 
 pytestmark = pytest.mark.kernel

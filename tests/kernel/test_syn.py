@@ -9,7 +9,7 @@ import pytest
 from kernel_capture import Capture, option_kinds, option_value
 from kernel_running import running_inspector, wait_connection
 
-from netns import Topology
+from authwire.demo.lab import Topology
 from support import require_root_bcc
 
 pytestmark = pytest.mark.kernel

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from authwire import capabilities
+from authwire.kernel import capabilities
 from authwire.kernel import events as ev
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ class Inspector:
         self._baseline = program.counter_sums()
         self._ifnames: dict[int, str] = {}
         self._created_qdisc: list[str] = []
-        from authwire.connection_table import ConnectionTable  # here: it imports authwire.kernel.events
+        from authwire.kernel.connection_table import ConnectionTable  # here: it imports authwire.kernel.events
 
         self.table = ConnectionTable(grace_period, live_lookup=program.lookup,
                                      kernel_counters=self.kernel_counters,

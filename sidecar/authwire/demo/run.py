@@ -1,6 +1,6 @@
 """`authwire demo` (= `make run`): the whole product, end to end, in network namespaces, in seconds.
 
-Builds a lab (authwire.netns_lab): a gateway namespace running a real Envoy (jwt_authn + basic_auth, ALS to
+Builds a lab (authwire.demo.lab): a gateway namespace running a real Envoy (jwt_authn + basic_auth, ALS to
 authwire) and `authwire serve` with the kernel inspector on the gateway's client-facing veths; an upstream
 API; and client hosts whose TCP stacks differ (initial TTL, MSS, window scaling, SACK, timestamps). Each
 client sends a bounded mix of good and bad JWT and Basic requests. The demo then prints the enriched
@@ -29,10 +29,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authwire import capabilities, netns_lab
-from authwire.demo_credentials import DemoCredentials, basic_header
-from authwire.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
-from authwire.netns_lab import ClientStack, Host, Lab
+from authwire.demo import lab as netns_lab
+from authwire.demo.credentials import DemoCredentials, basic_header
+from authwire.demo.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
+from authwire.demo.lab import ClientStack, Host, Lab
+from authwire.kernel import capabilities
 from authwire.records import short_enum
 from authwire.v1 import auth_event_pb2, query_pb2, query_pb2_grpc, record_pb2
 
@@ -153,7 +154,7 @@ class Demo:
     def start_upstream(self) -> None:
         up = self.lab.upstream
         assert up is not None
-        self._spawn(self.lab.argv(up.netns, [sys.executable, "-m", "authwire.demo_traffic", "--upstream",
+        self._spawn(self.lab.argv(up.netns, [sys.executable, "-m", "authwire.demo.traffic", "--upstream",
                                              f"{up.ip}:{UPSTREAM_PORT}"]), self.work / "upstream.log")
 
     def start_sidecar(self) -> query_pb2.StatsResponse:
@@ -216,7 +217,7 @@ class Demo:
         for host in self.lab.clients:
             body = {"base": f"http://{host.gateway_ip}:{GATEWAY_PORT}", "deadline_s": 30,
                     "user_agent": f"authwire-demo/{host.name}", "sessions": plan[host.name]}
-            proc = subprocess.Popen(self.lab.argv(host.netns, [sys.executable, "-m", "authwire.demo_traffic"]),
+            proc = subprocess.Popen(self.lab.argv(host.netns, [sys.executable, "-m", "authwire.demo.traffic"]),
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True, start_new_session=True)
             self.children.append(proc)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from authwire import addresses, fingerprint
+from authwire import addresses
+from authwire.join import fingerprint
 from authwire.kernel import events as ev
 from authwire.v1 import auth_event_pb2, connection_pb2
 

@@ -1,6 +1,6 @@
 """The demo's traffic generator: runs inside one client namespace, sends a bounded plan of requests.
 
-`python -m authwire.demo_traffic` reads its plan as JSON on stdin (so demo tokens never touch a file):
+`python -m authwire.demo.traffic` reads its plan as JSON on stdin (so demo tokens never touch a file):
 
     {"base": "http://10.77.1.1:8080", "deadline_s": 20,
      "sessions": [[{"path": "/jwt/orders", "authorization": "Bearer ..."}, ...], ...]}
@@ -9,7 +9,7 @@ Each session is one TCP connection carrying its requests in order (HTTP/1.1 keep
 request goes to stdout: {"session": i, "path": ..., "status": 200, "local_port": 40312} or an "error". The
 plan is finite and the whole run is cut at deadline_s.
 
-`python -m authwire.demo_traffic --upstream IP:PORT` is the demo's upstream API instead (200 for all).
+`python -m authwire.demo.traffic --upstream IP:PORT` is the demo's upstream API instead (200 for all).
 """
 
 from __future__ import annotations

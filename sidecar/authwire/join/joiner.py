@@ -39,7 +39,7 @@ Enrichment (record.proto Join):
   the next records instead. Windows older than the kept history (LOST_HISTORY_S) start at the oldest
   sample; the first sample is taken when the joiner starts.
 - The connection is a snapshot as of the join: counters, state and close time as the table had them,
-  the SYN annotated by authwire.fingerprint, the Community ID as the table computed it.
+  the SYN annotated by authwire.join.fingerprint, the Community ID as the table computed it.
 
 Counters: ("join", <status name>) per join; ("join.wait", "started" / "found" / "timed_out") for reports
 that had to wait; ("join.gateway_conn_mismatch", "") candidates skipped by the gateway-connection-id rule;
@@ -54,9 +54,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from authwire import fingerprint
 from authwire.addresses import normalize_ip
 from authwire.counters import Counters
+from authwire.join import fingerprint
 from authwire.v1 import auth_event_pb2, connection_pb2, record_pb2
 
 MAX_TRACKED = 262_144  # connections whose report count and gateway connection id are remembered

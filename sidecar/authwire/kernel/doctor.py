@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from authwire import capabilities
+from authwire.kernel import capabilities
 
 
 @dataclass

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m authwire.demo_credentials OUTDIR   (writes jwks.json and htpasswd)",
+        print("usage: python -m authwire.demo.credentials OUTDIR   (writes jwks.json and htpasswd)",
               file=sys.stderr)
         return 2
     samples = write_gateway_files(args[0])

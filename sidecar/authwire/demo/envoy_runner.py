@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .demo_credentials import DemoCredentials
+from authwire.demo.credentials import DemoCredentials
 
 CONSUMER_HEADER = "x-consumer"
 PROVIDER = "authwire-demo"
@@ -215,9 +215,9 @@ class EnvoyProcess:
                # base-id keeps several Envoys (parallel tests) from fighting over shared memory names.
                "--base-id", str(os.getpid() % 60000 + int(time.monotonic() * 1000) % 5000)]
         if netns:
-            from .netns_lab import in_netns
+            from authwire.demo.lab import nsenter_argv
 
-            cmd = in_netns(netns, cmd)
+            cmd = nsenter_argv(netns, cmd)
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

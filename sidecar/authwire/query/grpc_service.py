@@ -10,7 +10,7 @@ import grpc
 
 from authwire.counters import Counters
 from authwire.pipeline import Pipeline
-from authwire.store import QueryError, Store
+from authwire.store.record_store import QueryError, Store
 from authwire.v1 import query_pb2, query_pb2_grpc, record_pb2
 
 TAIL_POLL_SECONDS = 1.0  # upper bound between store checks when no commit wakes the tail

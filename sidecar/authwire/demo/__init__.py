@@ -1,0 +1,1 @@
+"""Demo: `authwire demo` — Envoy + authwire + real client stacks in network namespaces; also the labs."""

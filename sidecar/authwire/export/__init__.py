@@ -1,0 +1,1 @@
+"""Export: records and counters leaving the sidecar for fleets (Prometheus metrics, OTLP logs)."""

@@ -1,0 +1,1 @@
+"""Store: enriched records on disk (SQLite for queries, JSON lines for shippers)."""
