@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authwire.demo import lab as netns_lab
+from authwire.demo import lab
 from authwire.demo.credentials import DemoCredentials, basic_header
 from authwire.demo.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
 from authwire.demo.lab import ClientStack, Host, Lab
@@ -311,7 +311,7 @@ class Demo:
                     pass
                 proc.wait(5)
         self.lab.close()
-        left = [n for n in netns_lab.netns.listnetns() if n.startswith(f"{netns_lab.PREFIX}{self.lab.tag}")]
+        left = [n for n in lab.netns.listnetns() if n.startswith(f"{lab.PREFIX}{self.lab.tag}")]
         if left:
             problems.append(f"namespaces left: {', '.join(left)}")
         alive = [p.pid for p in self.children if p.poll() is None]
@@ -382,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(f"authwire demo: {why}", file=sys.stderr)
         return 1
-    stale = netns_lab.leftover_namespaces()
+    stale = lab.leftover_namespaces()
     if stale:
-        netns_lab.remove_namespaces(stale)
+        lab.remove_namespaces(stale)
         print(f"removed namespaces left by an earlier, killed run: {', '.join(stale)}")
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
