@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -25,6 +25,8 @@ from authwire.v1 import auth_event_pb2, ingest_pb2, record_pb2
 log = logging.getLogger(__name__)
 
 MAX_BATCH_EVENTS = 10_000  # one report larger than this is refused whole, before any work
+
+Subscriber = Callable[[list[record_pb2.EnrichedRecord]], None]
 
 
 class StoreUnavailable(RuntimeError):
@@ -44,6 +46,26 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authwire-store")
         self._writer: asyncio.Task | None = None
         self._closing = False
+        self._subscribers: list[tuple[str, Subscriber]] = []
+
+    def subscribe(self, callback: Subscriber, name: str | None = None) -> None:
+        """Call callback(records) on the event loop after each batch is committed and acknowledged.
+
+        The callers' acks are released first; subscribers run in a later loop iteration, so a slow subscriber
+        delays later work on the loop but never an ack already given. An exception is logged once per
+        subscriber name and counted as `subscriber.failed{name}`; the next batch is delivered again.
+        """
+        label = name or getattr(callback, "__qualname__", None) or repr(callback)
+        self._subscribers.append((label, callback))
+
+    def _notify(self, records: list[record_pb2.EnrichedRecord]) -> None:
+        for name, callback in self._subscribers:
+            try:
+                callback(records)
+            except Exception:
+                if not self.counters.get("subscriber.failed", name):
+                    log.exception("subscriber %s failed (counted as subscriber.failed{%s})", name, name)
+                self.counters.inc("subscriber.failed", name)
 
     def start(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="authwire-writer")
@@ -117,6 +139,8 @@ class Pipeline:
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
+            if self._subscribers:
+                loop.call_soon(self._notify, records)
             async with self._committed:
                 self._committed.notify_all()
             if self._closing and not self._pending:

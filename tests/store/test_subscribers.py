@@ -1,0 +1,46 @@
+"""Pipeline.subscribe: subscribers see each committed batch after its ack; a failing one is counted."""
+
+from __future__ import annotations
+
+import asyncio
+
+from authwire.counters import Counters
+from authwire.join.joiner import Joiner
+from authwire.pipeline import Pipeline
+from authwire.store.record_store import Store
+from authwire.v1 import query_pb2
+from support import auth_event
+
+
+def test_subscribers_get_committed_records_after_the_ack_and_failures_are_counted(tmp_path):
+    async def scenario() -> None:
+        counters = Counters()
+        store = Store(tmp_path / "s.db")
+        pipeline = Pipeline(store, Joiner(None, 0, counters), counters)
+        seen: list[tuple[list[str], bool]] = []
+        acked: list[bool] = []
+
+        def good(records) -> None:
+            # The ack was given before this runs, and the records are in the store.
+            ids = [r.event.request_id for r in records]
+            seen.append((ids, bool(acked) and bool(store.query(query_pb2.Filters(request_id=ids[0])).records)))
+
+        def broken(records) -> None:
+            raise RuntimeError("subscriber bug")
+
+        pipeline.subscribe(broken, name="broken")
+        pipeline.subscribe(good, name="good")
+        pipeline.start()
+        response = await pipeline.report([auth_event("s-1"), auth_event("s-2")], "test")
+        acked.append(response.accepted == 2)
+        await pipeline.report([auth_event("s-3")], "test")
+        for _ in range(100):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await pipeline.close()
+        assert seen == [(["s-1", "s-2"], True), (["s-3"], True)]
+        assert counters.get("subscriber.failed", "broken") == 2
+        assert counters.get("subscriber.failed", "good") == 0
+
+    asyncio.run(scenario())
