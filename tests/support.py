@@ -130,6 +130,8 @@ def start_sidecar(tmp_path: Path, *extra_args: str, db: Path | None = None, netn
     args = ["serve", "--listen", address, "--db", str(db)]
     if "--grpc-web-listen" not in extra_args:
         args += ["--grpc-web-listen", "off"]
+    if "--http-listen" not in extra_args:
+        args += ["--http-listen", "off"]
     if not inspector:
         args.append("--no-inspector")
     args += list(extra_args)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from authwire.listen import parse_listen_address
+
 DEFAULT_SOCKET = "/run/authwire/authwire.sock"
 DEFAULT_SERVER = f"unix:{DEFAULT_SOCKET}"
 
@@ -47,6 +49,18 @@ class Config:
     join_wait: float = _opt(0.3, "seconds a report waits for its connection's kernel event")
     consumer_header: str = _opt("x-consumer", "Envoy: request header or metadata key naming the consumer")
     log_level: str = _opt("info", "debug, info, warning or error")
+    # --- access (hardening): tokens, TLS, limits ---
+    token_file: str = _opt("", "bearer token file for TCP listeners (created 0600 if missing; "
+                               "default: 'token' beside the store)")
+    #
+    # --- HTTP listener, metrics and export (operations) ---
+    http_listen: list[str] = _opt(["127.0.0.1:9182"], "HTTP listen address (metrics, health, JSON API, "
+                                                      "web view): HOST:PORT or unix:/path; 'off' disables")
+    #
+    # --- detections ---
+    #
+    # --- kernel response (enforce) ---
+    #
 
     @classmethod
     def fields(cls) -> list[dataclasses.Field]:
@@ -118,6 +132,7 @@ def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None 
                 values[name] = _coerce(f, value, "--" + name.replace("_", "-"))
     config = Config(**values)
     config.grpc_web_listen = [a for a in config.grpc_web_listen if a.lower() not in ("off", "none")]
+    config.http_listen = [a for a in config.http_listen if a.lower() not in ("off", "none")]
     _check(config)
     return config
 
@@ -132,6 +147,17 @@ def _check(config: Config) -> None:
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level: {config.log_level!r} is not debug, info, warning or error")
     parse_duration(config.retention_age)
+    for setting in ("listen", "grpc_web_listen", "http_listen"):
+        for address in getattr(config, setting):
+            try:
+                parse_listen_address(address, setting)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+
+
+def token_path(config: Config) -> Path:
+    """Where the bearer token lives: --token-file, or 'token' beside the store."""
+    return Path(config.token_file) if config.token_file else Path(config.db).parent / "token"
 
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -13,7 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from authwire.config import Config, parse_duration
+from authwire import access
+from authwire.config import Config, parse_duration, token_path
 from authwire.counters import Counters
 from authwire.ingest import envoy_als
 from authwire.ingest.grpc_service import IngestService
@@ -104,11 +105,20 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
         grpc_web = await start_grpc_web(config.grpc_web_listen, pipeline, counters)
         running.push_async_callback(grpc_web.cleanup)
 
+    token = access.load_or_create_token(token_path(config))
+    if config.http_listen:
+        from authwire.http_listener import HttpListener
+        http = HttpListener(config.http_listen, token)
+        # Stages add their routes here (export: /metrics; query: the JSON API and the web view).
+        await http.start()
+        running.push_async_callback(http.stop)
+
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("authwire serving gRPC on %s%s; store %s; inspector: %s", ", ".join(config.listen),
+    log.info("authwire serving gRPC on %s%s%s; store %s; token file %s; inspector: %s", ", ".join(config.listen),
              f", gRPC-Web on {', '.join(config.grpc_web_listen)}" if config.grpc_web_listen else "",
-             config.db, inspector_status)
+             f", HTTP on {', '.join(config.http_listen)}" if config.http_listen else "",
+             config.db, token.path, inspector_status)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
