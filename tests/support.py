@@ -118,10 +118,12 @@ class Sidecar:
 
 
 def start_sidecar(tmp_path: Path, *extra_args: str, db: Path | None = None, netns: str | None = None,
-                  inspector: bool = False, ready_timeout: float = 30) -> Sidecar:
+                  inspector: bool = False, ready_timeout: float = 30,
+                  launcher: list[str] | None = None) -> Sidecar:
     """Start `authwire serve` on a unix socket under tmp_path and wait until its health check says SERVING.
 
     Without inspector=True it runs with --no-inspector. netns runs it inside that network namespace.
+    launcher: argv put before the command instead (e.g. ["ip", "netns", "exec", NS]).
     """
     sock = tmp_path / f"authwire-{os.getpid()}-{time.monotonic_ns()}.sock"
     address = f"unix:{sock}"
@@ -136,7 +138,9 @@ def start_sidecar(tmp_path: Path, *extra_args: str, db: Path | None = None, netn
         args.append("--no-inspector")
     args += list(extra_args)
     command = [AUTHWIRE, *args]
-    if netns:
+    if launcher:
+        command = [*launcher, *command]
+    elif netns:
         # nsenter, not `ip netns exec`: that remounts /sys and hides tracefs/bpffs from the inspector.
         command = nsenter_argv(netns, command)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

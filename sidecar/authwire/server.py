@@ -42,6 +42,14 @@ def bind(server: grpc.aio.Server, address: str) -> None:
         raise OSError(f"cannot listen on {address} (in use, or not a local address?)")
 
 
+def remove_unix_sockets(addresses: list[str]) -> None:
+    """grpc leaves a unix socket's file behind when it stops: remove it, so nothing stale remains."""
+    for address in addresses:
+        if address.startswith("unix:"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(address[len("unix:"):]).unlink()
+
+
 def start_inspector(config: Config, counters: Counters):
     """The kernel inspector, or (None, why) when it cannot run here; serve goes on without it."""
     if config.no_inspector:
@@ -82,6 +90,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     running.push_async_callback(pipeline.close)
 
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 32 * 1024 * 1024)])
+    running.callback(remove_unix_sockets, config.listen)  # LIFO: runs after server.stop, below
     running.push_async_callback(server.stop, SHUTDOWN_GRACE_SECONDS)
     ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(pipeline), server)
     query_pb2_grpc.add_QueryServicer_to_server(

@@ -60,6 +60,7 @@ def check_prerequisites() -> None:
     if missing:
         raise InspectorUnavailable(f"missing capabilities {', '.join(missing)} (loading BPF and attaching tc "
                                    "filters needs them)", f"{capabilities.FIX}, or pass --no-inspector")
+    _mount_pseudo_filesystems()   # before `import bcc`: it picks its tracefs path at import time
     try:
         import bcc  # noqa: F401
     except ImportError as exc:
@@ -71,10 +72,35 @@ def check_prerequisites() -> None:
         raise InspectorUnavailable(
             f"no kernel headers under /lib/modules/{os.uname().release}/build",
             "apt-get install linux-headers-$(uname -r) (or linux-headers-amd64 and link it: `make setup`)")
-    if not Path("/sys/kernel/tracing/events/tcp").exists() and \
-            not Path("/sys/kernel/debug/tracing/events/tcp").exists():
+    if not _tracefs_present():
         raise InspectorUnavailable("tracefs is not mounted (/sys/kernel/tracing)",
                                    "mount -t tracefs tracefs /sys/kernel/tracing (or run `make setup`)")
+
+
+def _tracefs_present() -> bool:
+    return Path("/sys/kernel/tracing/events/tcp").exists() or \
+        Path("/sys/kernel/debug/tracing/events/tcp").exists()
+
+
+def _mount_pseudo_filesystems() -> None:
+    """Mount tracefs/debugfs/bpffs where they are missing (a fresh mount namespace: `ip netns exec`).
+
+    Only a missing tracefs is fatal (the tracepoints need it); the others are mounted for bcc's and
+    bpftool's sake when possible."""
+    from authwire.kernel import mounts
+
+    done, failed = mounts.ensure_mounted()
+    if done:
+        log.info("mounted %s (missing in this mount namespace, e.g. under `ip netns exec`)", ", ".join(done))
+    if _tracefs_present():
+        return
+    why = "; ".join(f"mount {fs.fstype} on {fs.path}: {error}" for fs, error in failed) or "no tcp events"
+    raise InspectorUnavailable(
+        f"tracefs is not mounted in this mount namespace and mounting it failed ({why})",
+        "mount -t tracefs tracefs /sys/kernel/tracing in the same mount namespace before starting serve "
+        "(with `ip netns exec NS sh -c 'mount -t tracefs tracefs /sys/kernel/tracing && authwire serve'`), "
+        "grant CAP_SYS_ADMIN so serve mounts it itself, or join the namespace with "
+        "`nsenter --net=/run/netns/NS authwire serve`, which keeps the host's mounts")
 
 
 def source_dir() -> contextlib.AbstractContextManager[Path]:
