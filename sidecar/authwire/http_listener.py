@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Authenticator = Callable[[web.Request], bool]
+HealthCheck = Callable[[], tuple[bool, str]]  # (ok, a short fact: "writable", "running", why not)
 
 MAX_REQUEST_BODY = 64 * 1024   # a read-only API: requests carry no bodies worth more
 KEEPALIVE_TIMEOUT = 15.0       # seconds an idle keep-alive connection is kept
@@ -70,6 +71,7 @@ class HttpListener:
         self.app = web.Application(client_max_size=MAX_REQUEST_BODY, middlewares=[self._errors])
         self.runner: web.AppRunner | None = None
         self.bound: list[Any] = []  # (host, port) or path, after start()
+        self.health_checks: dict[str, HealthCheck] = {}
         self.add_route("GET", "/healthz", self._healthz, public=True)
 
     def add_route(self, method: str, path: str, handler: Handler, public: bool = False) -> None:
@@ -80,6 +82,10 @@ class HttpListener:
                                headers_hint="WWW-Authenticate")
             return await handler(request)
         self.app.router.add_route(method, path, guarded)
+
+    def add_health_check(self, name: str, check: HealthCheck) -> None:
+        """A fact /healthz reports; any check not ok makes /healthz answer 503 (status "failing")."""
+        self.health_checks[name] = check
 
     def allowed(self, request: web.Request, public: bool) -> bool:
         if request_is_unix(request):
@@ -103,7 +109,18 @@ class HttpListener:
         return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "serving"})
+        checks = {}
+        for name, check in self.health_checks.items():
+            try:
+                ok, detail = check()
+            except Exception as exc:  # a broken check is a failing one, not a 500
+                ok, detail = False, f"check failed: {type(exc).__name__}"
+            checks[name] = {"ok": ok, "detail": detail}
+        healthy = all(c["ok"] for c in checks.values())
+        body: dict[str, Any] = {"status": "serving" if healthy else "failing"}
+        if checks:
+            body["checks"] = checks
+        return web.json_response(body, status=200 if healthy else 503)
 
     async def start(self) -> None:
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,

@@ -77,6 +77,7 @@ class Pipeline:
         drops: what the sending reporter lost before it could send (ReportRequest.drops); counted only once
         the report is accepted, because a failed report is sent again with the same drops.
         """
+        received_at = time.perf_counter()
         self.counters.inc("ingest.received", source, len(events))
         if len(events) > MAX_BATCH_EVENTS:
             self.counters.inc("ingest.rejected", "batch_too_large", len(events))
@@ -106,6 +107,7 @@ class Pipeline:
                             ("encode_failed", drops.encode_failed)):
                 if n:
                     self.counters.inc("gateway.dropped", kind, n)
+        self.counters.observe("ingest.ack_seconds", time.perf_counter() - received_at)
         return ingest_pb2.ReportResponse(accepted=len(good), rejections=rejections)
 
     async def _commit(self, records: list[record_pb2.EnrichedRecord]) -> None:

@@ -119,6 +119,8 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
         from authwire.http_listener import HttpListener
         http = HttpListener(config.http_listen, token)
         # Stages add their routes here (export: /metrics; query: the JSON API and the web view).
+        from authwire.export import metrics
+        metrics.register(http, counters, store, inspector, inspector_status, pipeline)
         await http.start()
         running.push_async_callback(http.stop)
 

@@ -203,6 +203,7 @@ class Joiner:
             self.counters.inc("join.wait", "started")
             conn = await self._wait_for(key, start_ns, gateway, began + self.wait)
             self.counters.inc("join.wait", "found" if conn is not None else "timed_out")
+            self.counters.observe("join.wait_seconds", time.monotonic() - began)
         return self._result(event, conn, start_ns, gateway, time.monotonic() - began)
 
     def _join_now(self, event: auth_event_pb2.AuthEvent) -> JoinResult | None:
