@@ -34,6 +34,8 @@ BPF_PERCPU_ARRAY(scratch, struct aw_flow, 1);
  * not report evictions; a later packet of an open flow whose key is gone while its slot still holds the
  * "open" hash is an eviction we can count (collisions only make us undercount). */
 BPF_ARRAY(recent, u32, AW_RECENT_SLOTS);
+/* Keyed by socket address (tracepoint skaddr): facts waiting for tc egress to bind that socket. */
+BPF_TABLE("lru_hash", u64, struct aw_sockfact, sockfacts, 4096);
 /* 16 MiB: ~47k events (~15k new connections) of burst while the poller is starved of CPU. */
 BPF_RINGBUF_OUTPUT(events, 4096);
 
@@ -215,7 +217,47 @@ static __always_inline int ensure(struct __sk_buff *skb, u32 need)
         return AW_VERDICT;            \
     } while (0)
 
-static __always_inline int inspect(struct __sk_buff *skb)
+static __always_inline int key_equal(const struct aw_key *a, const struct aw_key *b)
+{
+    const u64 *x = (const u64 *)a, *y = (const u64 *)b;
+    return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4];
+}
+
+/* Linux TCP states (include/net/tcp_states.h, stable: also the tracepoint's newstate values). */
+#define TS_TIME_WAIT 6
+#define TS_CLOSE 7
+#define TS_LISTEN 10
+#define TS_NEW_SYN_RECV 12
+
+/* tc egress: the packet's own socket is this direction's local sender. Bind it to the flow so that
+ * tracepoint facts are taken from that socket only (a socket with the same 4-tuple in another network
+ * namespace fires the same tracepoints). Request socks (SYN-ACK), time-wait socks, listeners and the
+ * per-namespace control socket (kernel RSTs) are not the connection's socket and are skipped. */
+static __always_inline void bind_socket(struct __sk_buff *skb, struct aw_flow *f, int d,
+                                        const struct aw_key *key)
+{
+    struct bpf_sock *sk = skb->sk;
+    if (!sk)
+        return;
+    u32 st = sk->state;
+    if (st == TS_TIME_WAIT || st == TS_CLOSE || st == TS_LISTEN || st == TS_NEW_SYN_RECV)
+        return;
+    u64 addr = (u64)(long)sk;
+    if (f->dir[d & 1].sk == addr)
+        return;
+    f->dir[d & 1].sk = addr;
+    struct aw_sockfact *pf = sockfacts.lookup(&addr);
+    if (pf) {
+        if (key_equal(&pf->key, key)) {
+            if (pf->socket_state)
+                f->dir[d & 1].socket_state = pf->socket_state;
+            f->dir[d & 1].stack_retransmits += pf->stack_retransmits;
+        }
+        sockfacts.delete(&addr);
+    }
+}
+
+static __always_inline int inspect(struct __sk_buff *skb, int egress)
 {
     count(AW_C_PACKETS);
     void *data = (void *)(long)skb->data;
@@ -424,7 +466,9 @@ static __always_inline int inspect(struct __sk_buff *skb)
     }
 
     int d = (f->client_is_a == src_first) ? 0 : 1;   /* 0: client -> server */
-    u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+    if (egress)
+        bind_socket(skb, f, d, &pkt.key);
+    u32 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
     /* Plain adds on the hot path (an atomic costs ~9 ns each here): packets of one direction of one TCP
      * flow are not processed concurrently (one socket transmits under its lock; RSS keeps a flow on one
      * receive queue), and the two directions update different fields. */
@@ -451,7 +495,14 @@ static __always_inline int inspect(struct __sk_buff *skb)
             }
         }
     } else if (f->dir[d].seq_valid && (pkt.payload || (fl & F_FIN)) && seq_before(pkt.seq, f->dir[d].snd_max)) {
-        __sync_fetch_and_add(&f->dir[d].retransmits, 1);
+        /* In segments, like packets: a resent GSO frame counts each of its segments, and one that also
+         * carries new data past snd_max counts only the segments below it. */
+        u32 resent = segs;
+        u32 gso = skb->gso_size;
+        u32 below = f->dir[d].snd_max - pkt.seq;
+        if (segs > 1 && gso && below < pkt.payload)
+            resent = (below + gso - 1) / gso;
+        __sync_fetch_and_add(&f->dir[d].retransmits, resent);
         history(f, d, H_RETRANS);
     }
     if (!f->dir[d].seq_valid || seq_before(f->dir[d].snd_max, seq_end)) {
@@ -504,8 +555,8 @@ static __always_inline int inspect(struct __sk_buff *skb)
     return AW_VERDICT;
 }
 
-int aw_tc_ingress(struct __sk_buff *skb) { return inspect(skb); }
-int aw_tc_egress(struct __sk_buff *skb) { return inspect(skb); }
+int aw_tc_ingress(struct __sk_buff *skb) { return inspect(skb, 0); }
+int aw_tc_egress(struct __sk_buff *skb) { return inspect(skb, 1); }
 
 /* Tracepoints: build the same key from the format's address fields (never from struct sock). */
 static __always_inline struct aw_flow *tp_flow(u16 family, const u8 *saddr4, const u8 *daddr4,
@@ -545,6 +596,41 @@ static __always_inline struct aw_flow *tp_flow(u16 family, const u8 *saddr4, con
     return flows.lookup(k);
 }
 
+/* A fact about socket `sk` (tracepoint skaddr) for flow f's direction d: applied only when that socket
+ * is the one tc egress bound to the flow; kept aside by socket while the flow has none bound yet (a
+ * passive open's child socket changes state before its first packet leaves); ignored for any other
+ * socket — the same 4-tuple in another network namespace, which the tuple alone cannot tell apart. */
+static __always_inline void socket_fact(struct aw_flow *f, int d, u64 sk, const struct aw_key *k,
+                                        int state, u32 retransmits)
+{
+    u64 bound = f->dir[d & 1].sk;
+    if (bound == sk) {
+        if (state)
+            f->dir[d & 1].socket_state = state;
+        if (retransmits)
+            __sync_fetch_and_add(&f->dir[d & 1].stack_retransmits, retransmits);
+        count(AW_C_TRACEPOINT_FACTS);
+        return;
+    }
+    if (bound) {
+        count(AW_C_TRACEPOINT_FOREIGN);
+        return;
+    }
+    struct aw_sockfact *pf = sockfacts.lookup(&sk);
+    if (pf && key_equal(&pf->key, k)) {
+        if (state)
+            pf->socket_state = state;
+        pf->stack_retransmits += retransmits;
+    } else {
+        struct aw_sockfact n = {};
+        __builtin_memcpy(&n.key, k, sizeof(n.key));
+        n.socket_state = state;
+        n.stack_retransmits = retransmits;
+        sockfacts.update(&sk, &n);
+    }
+    count(AW_C_TRACEPOINT_PENDING);
+}
+
 TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 {
     struct aw_key k = {};
@@ -554,8 +640,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
     if (!f)
         return 0;   /* only flows tc already tracks */
     int d = (f->client_is_a == local_is_a) ? 0 : 1;
-    __sync_fetch_and_add(&f->dir[d].stack_retransmits, 1);
-    count(AW_C_TRACEPOINT_FACTS);
+    socket_fact(f, d, (u64)args->skaddr, &k, 0, 1);
     return 0;
 }
 
@@ -570,7 +655,6 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     if (!f)
         return 0;
     int d = (f->client_is_a == local_is_a) ? 0 : 1;
-    f->dir[d].socket_state = args->newstate;
-    count(AW_C_TRACEPOINT_FACTS);
+    socket_fact(f, d, (u64)args->skaddr, &k, args->newstate, 0);
     return 0;
 }

@@ -42,7 +42,12 @@
 #define AW_C_UNTRACKED_RST 8
 #define AW_C_VLAN 9
 #define AW_C_TRACEPOINT_FACTS 10
-#define AW_C_MAX 11
+#define AW_C_TRACEPOINT_PENDING 11     /* fact for a socket not yet bound to its flow: kept aside by socket */
+#define AW_C_TRACEPOINT_FOREIGN 12     /* same 4-tuple, another socket (e.g. another network namespace) */
+#define AW_C_BLOCK_DROPPED 13          /* new SYNs from a blocked source dropped (--enforce) */
+#define AW_C_BLOCK_WOULD_DROP 14       /* the same, dry run: counted and passed */
+#define AW_C_BLOCK_LOOPBACK_PASSED 15  /* a loopback-sourced SYN matched a block entry: never dropped */
+#define AW_C_MAX 16
 
 /* The LRU key: the two endpoints ordered (a < b) so both directions find the same entry. Addresses are
  * 16 bytes, IPv4 stored IPv4-mapped (::ffff:a.b.c.d); ports in network byte order. */
@@ -54,19 +59,32 @@ struct aw_key {
     __u32 pad;
 };
 
-/* One direction's counters. dir[0] = client -> server, dir[1] = server -> client. */
+/* One direction's counters. dir[0] = client -> server, dir[1] = server -> client. 64 bytes.
+ * packets and retransmits are both TCP segments: a GSO/TSO/GRO frame of n segments counts n. */
 struct aw_dir {
     __u64 packets;
     __u64 bytes;
-    __u64 retransmits;
-    __u64 zero_windows;
-    __u64 rsts;
-    __u64 fins;
-    __u64 stack_retransmits;   /* from tcp:tcp_retransmit_skb, local sender only */
+    __u64 retransmits;         /* segments resent (sequence went backwards) */
+    __u64 sk;                  /* this direction's local sending socket, learnt at tc egress (skb->sk);
+                                  only compared with tracepoints' skaddr, never dereferenced. 0 = none */
+    __u32 zero_windows;
+    __u32 rsts;
+    __u32 fins;
+    __u32 stack_retransmits;   /* tcp:tcp_retransmit_skb calls for socket `sk` (one per resent frame) */
     __u32 snd_max;             /* highest sequence end seen, for "sequence went backwards" */
     __u16 seen;                /* history letters already recorded, one bit each */
     __u8 seq_valid;
-    __u8 socket_state;         /* last TCP state of this direction's sending socket if local (tracepoint) */
+    __u8 socket_state;         /* last TCP state of socket `sk` (sock:inet_sock_set_state) */
+    __u8 pad[8];
+};
+
+/* Tracepoint facts about a socket that no flow has claimed yet (its first packet has not left through
+ * tc egress): merged into the flow when tc egress binds that socket to it, if the tuple matches. */
+struct aw_sockfact {
+    struct aw_key key;
+    __u32 stack_retransmits;
+    __u8 socket_state;
+    __u8 pad[3];
 };
 
 /* The client's SYN as it arrived. */

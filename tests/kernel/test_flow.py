@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 
 import pytest
 from kernel_capture import Capture
@@ -19,12 +20,17 @@ PORT = 8080
 ST = connection_pb2
 
 
-def tcp_info(sock: socket.socket) -> dict[str, int]:
-    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+def tcp_info(sock: socket.socket, size: int = 104) -> dict[str, int]:
+    """Fields of struct tcp_info (uapi/linux/tcp.h) by offset; size 232 adds the segment counters."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, size)
     rtt, = struct.unpack_from("I", raw, 68)
     unacked, = struct.unpack_from("I", raw, 24)
     total_retrans, = struct.unpack_from("I", raw, 100)
-    return {"rtt_us": rtt, "unacked": unacked, "total_retrans": total_retrans}
+    info = {"rtt_us": rtt, "unacked": unacked, "total_retrans": total_retrans}
+    if len(raw) >= 216:
+        info["segs_out"], = struct.unpack_from("I", raw, 136)
+        info["bytes_retrans"], = struct.unpack_from("Q", raw, 208)
+    return info
 
 
 def _pair(topo: Topology, server: socket.socket, client_index: int = 0):
@@ -127,10 +133,15 @@ def test_retransmits_counted_when_loss_is_injected(program, topo, sender):
         lossy, clean = (conn.to_client, conn.to_server) if sender == "server" else \
             (conn.to_server, conn.to_client)
         assert lossy.retransmits == retrans        # seen on the wire: sequence went backwards
-        # reported by tcp:tcp_retransmit_skb (the sender is local): that tracepoint does not fire for tail
-        # loss probes (bcc's tcpretrans needs a kprobe on tcp_send_loss_probe for those), so a TLP that
-        # resent data shows on the wire and in TCP_INFO but not here
-        assert 1 <= lossy.stack_retransmits <= retrans
+        if sender == "server":
+            # reported by tcp:tcp_retransmit_skb for the server's socket (it sends through the inspector's
+            # tc egress): that tracepoint does not fire for tail loss probes (bcc's tcpretrans needs a kprobe
+            # on tcp_send_loss_probe for those), so a TLP that resent data shows on the wire and in TCP_INFO
+            # but not here
+            assert 1 <= lossy.stack_retransmits <= retrans
+        else:
+            # the client's socket lives in another network namespace: its tracepoint facts are not ours
+            assert lossy.stack_retransmits == 0 and conn.client_socket_state == ""
         assert clean.retransmits == 0 and clean.stack_retransmits == 0
         assert ("t" if sender == "server" else "T") in conn.history
         assert lossy.bytes == 500 * (1 + retrans)
@@ -259,4 +270,44 @@ def test_port_reuse_gives_a_new_connection_newest_first(program, topo):
         assert uids[0] != uids[1]
         assert conns[0].syn_time.ToNanoseconds() > conns[1].close_time.ToNanoseconds()
         assert conns[0].closed_by == ST.CLOSE_INITIATOR_SERVER
+        server.close()
+
+
+def test_bulk_transfer_counts_packets_and_retransmits_both_in_segments(program, topo):
+    """GSO/TSO: one frame through tc can carry many segments. packets and retransmits are both segments,
+    so against the sender's own TCP_INFO: retransmits == total_retrans (segments resent) and packets ==
+    segs_out (segments sent), under loss injected behind the inspector (nftables on the client's input)."""
+    client = topo.clients[0]
+    size = 2 * 1024 * 1024
+    with running_inspector(program, topo) as insp:
+        capture = Capture(topo.server_ns, topo.server_ifaces[0])
+        capture.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024 * 1024)
+        server = topo.server_socket(PORT)
+        sock, peer, src, dst = _pair(topo, server)
+        wait_connection(insp, src, dst, state=ST.CONNECTION_STATE_ESTABLISHED)
+        client.exec("nft", "add table inet awbulk")
+        client.exec("nft", "add chain inet awbulk in { type filter hook input priority 0 ; }")
+        client.exec("nft", f"add rule inet awbulk in tcp sport {PORT} ip length > 1000 numgen inc mod 40 0 drop")
+        try:
+            sender = threading.Thread(target=peer.sendall, args=(b"b" * size,))
+            sender.start()
+            assert len(_recv_exact(sock, size)) == size
+            sender.join(10)
+            wait_until(lambda: tcp_info(peer)["unacked"] == 0, 10, "the server to have nothing unacked")
+        finally:
+            client.exec("nft", "delete table inet awbulk")
+        frames = [s for s in capture.drain(quiet=0.3) if s.src == dst and s.outgoing]
+        capture.close()
+        info = tcp_info(peer, 232)
+        assert info["total_retrans"] > 0, "no loss happened: the test proves nothing"
+        mss = max(s.payload_len for s in frames if s.payload_len <= 1448)
+        assert any(s.payload_len > mss for s in frames), "no GSO frame: the test proves nothing"
+        conn = wait_connection(insp, src, dst)
+        assert conn.to_client.retransmits == info["total_retrans"]
+        # + 1: the SYN-ACK, sent by the request socket before this socket existed
+        assert conn.to_client.packets == info["segs_out"] + 1
+        assert conn.to_client.bytes == size + info["bytes_retrans"]
+        assert conn.to_client.retransmits < conn.to_client.packets
+        sock.close()
+        peer.close()
         server.close()

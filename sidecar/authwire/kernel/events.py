@@ -37,6 +37,11 @@ COUNTER_NAMES = (
     "untracked_rst",
     "vlan",
     "tracepoint_facts",
+    "tracepoint_pending",
+    "tracepoint_foreign",
+    "block_dropped",
+    "block_would_drop",
+    "block_loopback_passed",
 )
 
 # Linux TCP states as the sock:inet_sock_set_state tracepoint reports them.
@@ -74,14 +79,16 @@ class AwDir(ct.Structure):
         ("packets", ct.c_uint64),
         ("bytes", ct.c_uint64),
         ("retransmits", ct.c_uint64),
-        ("zero_windows", ct.c_uint64),
-        ("rsts", ct.c_uint64),
-        ("fins", ct.c_uint64),
-        ("stack_retransmits", ct.c_uint64),
+        ("sk", ct.c_uint64),
+        ("zero_windows", ct.c_uint32),
+        ("rsts", ct.c_uint32),
+        ("fins", ct.c_uint32),
+        ("stack_retransmits", ct.c_uint32),
         ("snd_max", ct.c_uint32),
         ("seen", ct.c_uint16),
         ("seq_valid", ct.c_uint8),
         ("socket_state", ct.c_uint8),
+        ("pad", ct.c_uint8 * 8),
     ]
 
 
