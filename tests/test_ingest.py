@@ -31,8 +31,13 @@ def _set_future(event: pb.AuthEvent) -> None:
 
 BAD_EVENTS = [
     # (what, mutation, field named in the rejection, words the reason must contain)
-    ("unparsable client ip", lambda e: setattr(e.client, "ip", "10.0.0.256"), "client.ip", "10.0.0.256"),
-    ("unparsable server ip", lambda e: setattr(e.server, "ip", "not-an-ip"), "server.ip", "not-an-ip"),
+    ("unparsable client ip", lambda e: setattr(e.client, "ip", "10.0.0.256"), "client.ip", "not an IP address"),
+    ("unparsable server ip", lambda e: setattr(e.server, "ip", "not-an-ip"), "server.ip", "not an IP address"),
+    ("IPv6 zone id", lambda e: setattr(e.client, "ip", "fe80::1%eth0"), "client.ip", "zone id"),
+    ("nanos out of range", lambda e: setattr(e.start_time, "nanos", 2_000_000_000), "start_time", "nanos"),
+    ("start_time beyond year 9999", lambda e: setattr(e.start_time, "seconds", 2**62), "start_time", "not a real"),
+    ("latency nanos out of range", lambda e: setattr(e.latency, "nanos", 1_500_000_000), "latency", "Duration"),
+    ("raw jti in jti_hash", lambda e: setattr(e.auth.jwt, "jti_hash", "jti-1234"), "auth.jwt.jti_hash", "SHA-256"),
     ("client port 0", lambda e: setattr(e.client, "port", 0), "client.port", "outside 1..65535"),
     ("server port > 65535", lambda e: setattr(e.server, "port", 70000), "server.port", "70000"),
     ("empty request id", lambda e: setattr(e, "request_id", ""), "request_id", "empty"),
@@ -63,12 +68,18 @@ def test_each_bad_field_is_rejected_by_name_and_neighbours_are_stored(sidecar):
         assert rejection is not None, f"{what}: not rejected"
         assert rejection.field == field, f"{what}: named {rejection.field!r}"
         assert words in rejection.reason, f"{what}: reason {rejection.reason!r} lacks {words!r}"
+        # the rejected value itself is never echoed back (it may be a secret or a terminal escape)
+        for value in ("10.0.0.256", "not-an-ip", "eth0", "jti-1234", "eyJhbGciOi", "aaaa"):
+            assert value not in rejection.reason, f"{what}: reason echoes {value!r}"
     assert set(by_index) == {2 * i + 1 for i in range(len(BAD_EVENTS))}, "a good event was rejected"
     assert _stored_ids(sidecar) == {f"good-{i}" for i in range(len(BAD_EVENTS))} | {"good-last"}
     stats = sidecar.query().Stats(query_pb2.StatsRequest())
     rejected = {c.label: c.value for c in stats.counters if c.name == "ingest.rejected"}
-    assert rejected["client.port"] == 1 and rejected["start_time"] == 1
+    assert rejected["client.port"] == 1 and rejected["start_time"] == 3
     assert sum(rejected.values()) == len(BAD_EVENTS)
+    counts = {(c.name, c.label): c.value for c in stats.counters}
+    assert counts[("ingest.rejected_events", "grpc")] == len(BAD_EVENTS)
+    assert counts[("ingest.received", "grpc")] == counts[("ingest.accepted", "grpc")] + len(BAD_EVENTS)
 
 
 def test_ipv4_mapped_ipv6_is_stored_as_ipv4_and_records_join_inspector_off(sidecar):

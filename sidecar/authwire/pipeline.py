@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from authwire.counters import Counters
-from authwire.ingest.validate import validate
+from authwire.ingest.validate import validate_batch
 from authwire.join.joiner import Joiner
 from authwire.store.jsonl import JsonlSink
 from authwire.store.record_store import Store
@@ -81,19 +81,11 @@ class Pipeline:
         self.counters.inc("ingest.received", source, len(events))
         if len(events) > MAX_BATCH_EVENTS:
             self.counters.inc("ingest.rejected", "batch_too_large", len(events))
+            self.counters.inc("ingest.rejected_events", source, len(events))
             reason = f"batch of {len(events)} events is larger than {MAX_BATCH_EVENTS}; split it"
             return ingest_pb2.ReportResponse(
                 rejections=[ingest_pb2.Rejection(index=i, field="events", reason=reason) for i in range(len(events))])
-        now = time.time()
-        good: list[auth_event_pb2.AuthEvent] = []
-        rejections: list[ingest_pb2.Rejection] = []
-        for index, event in enumerate(events):
-            problems = validate(event, index, now)
-            if problems:
-                rejections.extend(problems)
-                self.counters.inc("ingest.rejected", problems[0].field)
-            else:
-                good.append(event)
+        good, rejections = validate_batch(events, time.time(), self.counters, source)
         if good:
             joined = await self.joiner.join_batch(good)
             received = Timestamp()
