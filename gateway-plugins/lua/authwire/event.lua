@@ -129,17 +129,20 @@ function _M.from_captured(c, opts, ev)
   if not ev then
     ev = { start_time = {}, latency = {}, gateway = {}, client = {}, server = {}, http = {} }
   end
-  local start, now = c.start_time, c.now
-  local s = floor(start)
+  -- nginx's clock has millisecond resolution (ngx.req.start_time(), ngx.now()): round to whole ms and convert
+  -- with integer math (exact in a double below 2^53), so the sidecar sees a whole-ms time and applies its
+  -- 1 ms slack for millisecond clocks. (start - s) * 1e9 would give .382999897 s, not .383.
+  local start_ms, now_ms = floor(c.start_time * 1000 + 0.5), floor(c.now * 1000 + 0.5)
+  local s = floor(start_ms / 1000)
   local st = ev.start_time
-  st.seconds, st.nanos = s, floor((start - s) * 1e9 + 0.5)
-  local d = now - start
+  st.seconds, st.nanos = s, (start_ms - s * 1000) * 1000000
+  local d = now_ms - start_ms
   if d < 0 then
     d = 0
   end
-  s = floor(d)
+  s = floor(d / 1000)
   local lat = ev.latency
-  lat.seconds, lat.nanos = s, floor((d - s) * 1e9 + 0.5)
+  lat.seconds, lat.nanos = s, (d - s * 1000) * 1000000
   local gw = ev.gateway
   gw.kind, gw.node, gw.version = opts.gateway or "other", opts.node, opts.version
   local cl = ev.client

@@ -107,17 +107,13 @@ local function parse_trailers(text, into)
 end
 
 -- One request/response on a connected socket. Returns response (table), or nil, err, retryable.
-local function exchange(sock, authority, body)
-  local req = concat({
-    "POST ", _M.PATH, " HTTP/1.1\r\n",
-    "Host: ", authority, "\r\n",
-    "Content-Type: application/grpc-web+proto\r\n",
-    "Accept: application/grpc-web+proto\r\n",
-    "X-Grpc-Web: 1\r\n",
-    "Content-Length: ", #body, "\r\n\r\n",
-    body,
-  })
-  local ok, err = sock:send(req)
+-- The request goes out in one write.
+local function exchange(sock, authority, auth_header, prefix, msg)
+  local ok, err = sock:send(concat({
+    "POST ", _M.PATH, " HTTP/1.1\r\nHost: ", authority, "\r\n",
+    "Content-Type: application/grpc-web+proto\r\nAccept: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n",
+    auth_header, "Content-Length: ", #msg + 5, "\r\n\r\n\0", prefix, msg,
+  }))
   if not ok then
     return nil, "send: " .. err, true
   end
@@ -153,17 +149,26 @@ local function exchange(sock, authority, body)
   return { status = status, headers = headers, body = payload }
 end
 
---- Send one ReportRequest built from encoded AuthEvents (and optionally a ReporterDrops table).
+--- Send one ReportRequest built from encoded AuthEvents (a list, or a protobuf.frame_events() string) and
+-- optionally the drops this report claimed (a ReporterDrops table). Never raises.
 -- @param conf {sidecar, connect_timeout, send_timeout, read_timeout (ms), keepalive_timeout (ms),
---              keepalive_pool}
+--              keepalive_pool, token (optional: sent as `authorization: Bearer <token>`)}
 -- @return ReportResponse table ({accepted, rejections}) or nil and an error message
-function _M.report(conf, encoded_events, drops)
+function _M.report(conf, events, drops)
   local addr, err = _M.parse_address(conf.sidecar)
   if not addr then
     return nil, err
   end
-  local msg = protobuf.encode_report_request(encoded_events, drops)
-  local body = "\0" .. be32(#msg) .. msg
+  local msg
+  msg, err = protobuf.encode_report_request_safe(events, drops)
+  if not msg then
+    return nil, "cannot encode the ReportRequest: " .. tostring(err)
+  end
+  local prefix = be32(#msg)
+  local auth_header = ""
+  if type(conf.token) == "string" and conf.token ~= "" then
+    auth_header = "Authorization: Bearer " .. conf.token .. "\r\n"
+  end
 
   local res
   -- A pooled keep-alive connection may have been closed by the sidecar while idle; that shows up as a send
@@ -193,7 +198,7 @@ function _M.report(conf, encoded_events, drops)
     end
     local reused = sock:getreusedtimes() > 0
     local retryable
-    res, err, retryable = exchange(sock, addr.authority, body)
+    res, err, retryable = exchange(sock, addr.authority, auth_header, prefix, msg)
     if res then
       local conn = res.headers.connection
       if conn and conn:lower() == "close" then
@@ -249,16 +254,21 @@ function _M.report(conf, encoded_events, drops)
   return resp
 end
 
---- Send one batch together with the drops not yet told to the sidecar (`unreported`, an authwire.drops);
---- those drops are taken off only when the report is accepted. Returns the response, or nil, err.
-function _M.report_batch(conf, encoded_events, unreported)
-  local snap = unreported:snapshot()
-  if #encoded_events == 0 and not snap then
+--- Send one batch together with the drops not yet told to the sidecar (`unreported`, an authwire.drops):
+--- the report claims them all before it is sent and gives them back only if it fails, so batches in flight
+--- at the same time never carry the same drops. `events`: a list of encoded AuthEvents or a frame_events()
+--- string. Returns the response, or nil, err. Never raises.
+function _M.report_batch(conf, events, unreported)
+  local claim = unreported:claim()
+  if not claim and (events == "" or (type(events) == "table" and #events == 0)) then
     return { accepted = 0, rejections = {} }
   end
-  local resp, err = _M.report(conf, encoded_events, snap)
-  if resp then
-    unreported:delivered(snap)
+  local ok, resp, err = pcall(_M.report, conf, events, claim)
+  if not ok then
+    resp, err = nil, resp
+  end
+  if not resp then
+    unreported:give_back(claim)
   end
   return resp, err
 end

@@ -85,12 +85,34 @@ function _M.from_token(token)
     iat = int(payload.iat),
     alg = str(header.alg, 32),
   }
+  claims.nbf = int(payload.nbf) -- not reported (AuthEvent has no nbf); for time_reason()
   local jti = str(payload.jti, 4096)
   if jti then
     claims.jti_hash = digest.sha256_hex(jti)
   end
   -- the decoded payload is for the caller's own lookups (e.g. its key claim); never report it whole
   return claims, payload
+end
+
+--- Why a token the gateway refused is refused, judged from its own time claims and the request's time:
+--- "expired" when exp <= now - skew, "clock_skew" when it is not valid yet (nbf >= now + skew), else nil.
+--- For gateways that answer every claim failure with one message (APISIX's jwt-auth: "failed to verify
+--- jwt" for a bad signature, an algorithm mismatch, exp and nbf alike, jwt-auth.lua 327-362 at 3.18.0),
+--- using the same comparisons as APISIX's jwt-auth/parser.lua claims_checker (whole seconds).
+-- @param claims a from_token() result; now: request time in seconds; skew: seconds of leeway (default 0)
+function _M.time_reason(claims, now, skew)
+  if type(claims) ~= "table" or type(now) ~= "number" then
+    return nil
+  end
+  skew = skew or 0
+  now = floor(now)
+  if claims.exp and claims.exp <= now - skew then
+    return "expired"
+  end
+  if claims.nbf and claims.nbf >= now + skew then
+    return "clock_skew"
+  end
+  return nil
 end
 
 return _M

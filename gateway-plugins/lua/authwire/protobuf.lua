@@ -427,17 +427,34 @@ function _M.encode(msg_name, t)
   return res
 end
 
---- ReportRequest from already-encoded AuthEvent byte strings (events = field 1, repeated) and, optionally,
--- the reporter's not yet reported drops (field 2, a ReporterDrops table).
-function _M.encode_report_request(encoded_events, drops)
+--- The events part of a ReportRequest (field 1, repeated) from already-encoded AuthEvent byte strings:
+--- built once per batch and kept, so a retry re-sends these bytes instead of encoding the batch again.
+function _M.frame_events(encoded_events)
   local out = {}
-  for i, e in ipairs(encoded_events) do
-    out[i] = len_field(1, e)
-  end
-  if drops then
-    out[#out + 1] = len_field(2, encode_message("ReporterDrops", drops))
+  for i = 1, #encoded_events do
+    out[i] = len_field(1, encoded_events[i])
   end
   return concat(out)
+end
+
+--- ReportRequest from already-encoded AuthEvent byte strings (a list, or a frame_events() string) and,
+-- optionally, the drops this report claimed (field 2, a ReporterDrops table). Raises on a bad drops table:
+-- callers in timers use encode_report_request_safe.
+function _M.encode_report_request(events, drops)
+  local framed = type(events) == "string" and events or _M.frame_events(events)
+  if drops then
+    return framed .. len_field(2, encode_message("ReporterDrops", drops))
+  end
+  return framed
+end
+
+--- encode_report_request that never raises: bytes, or nil and the error.
+function _M.encode_report_request_safe(events, drops)
+  local ok, res = pcall(_M.encode_report_request, events, drops)
+  if not ok then
+    return nil, res
+  end
+  return res
 end
 
 -- Minimal decoder for the sidecar's reply: ReportResponse {accepted = 1; repeated Rejection rejections = 2}

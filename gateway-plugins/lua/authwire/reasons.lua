@@ -9,7 +9,10 @@ local APISIX = {
   ["Invalid API key in request"] = { "unknown_key", "key-auth" },
   ["Missing authorization in request"] = { "missing_credentials", "basic-auth" },
   ["Invalid authorization in request"] = { "invalid_credentials", "basic-auth" },
-  ["Invalid user authorization"] = { "invalid_credentials", "basic-auth" },
+  -- sent by basic-auth (unknown user, wrong password) and by key-auth, jwt-auth, hmac-auth and ldap-auth
+  -- when a credential failed and their anonymous_consumer is missing (APISIX 3.18.0 basic-auth.lua 148-171,
+  -- key-auth.lua 141, jwt-auth.lua 385, hmac-auth.lua 371): no plugin hint; the challenge names the plugin
+  ["Invalid user authorization"] = { "invalid_credentials", nil },
   ["Missing JWT token in request"] = { "missing_credentials", "jwt-auth" },
   ["JWT token invalid"] = { "invalid_credentials", "jwt-auth" },
   ["failed to verify jwt"] = { "bad_signature", "jwt-auth" },
@@ -89,6 +92,22 @@ function _M.classify(gateway, status, message)
     return "forbidden", plugin
   end
   return "other", plugin
+end
+
+-- APISIX's auth plugins each answer a 401 with their own challenge scheme (WWW-Authenticate):
+-- key-auth `apikey realm=`, jwt-auth `Bearer realm=`, basic-auth `Basic realm=`, hmac-auth `hmac realm=`
+local APISIX_CHALLENGES = { apikey = "key-auth", bearer = "jwt-auth", basic = "basic-auth", hmac = "hmac-auth" }
+
+--- The APISIX auth plugin that sent a 401, from its WWW-Authenticate challenge, or nil.
+function _M.apisix_plugin_of_challenge(header)
+  if type(header) == "table" then
+    header = header[1]
+  end
+  if type(header) ~= "string" then
+    return nil
+  end
+  local scheme = header:match("^%s*([%a]+)")
+  return scheme and APISIX_CHALLENGES[scheme:lower()] or nil
 end
 
 --- The auth method of a gateway plugin name (APISIX and Kong names).

@@ -158,8 +158,9 @@ local function send_with_retry(self, batch, exiting)
   local conf = self.conf
   local started = now()
   local attempt = 0
+  local framed = protobuf.frame_events(batch) -- once: a retry re-sends these bytes
   while true do
-    local resp, err = client.report_batch(conf, batch, self.unreported)
+    local resp, err = client.report_batch(conf, framed, self.unreported)
     if resp then
       self:inc("sent", resp.accepted)
       local nrej = #resp.rejections
