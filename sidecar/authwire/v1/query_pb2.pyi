@@ -107,20 +107,22 @@ class Counter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., label: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("counters", "store_records", "store_bytes", "inspector_running", "inspector_status", "started")
+    __slots__ = ("counters", "store_records", "store_bytes", "inspector_running", "inspector_status", "started", "store_alerts")
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     STORE_RECORDS_FIELD_NUMBER: _ClassVar[int]
     STORE_BYTES_FIELD_NUMBER: _ClassVar[int]
     INSPECTOR_RUNNING_FIELD_NUMBER: _ClassVar[int]
     INSPECTOR_STATUS_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
+    STORE_ALERTS_FIELD_NUMBER: _ClassVar[int]
     counters: _containers.RepeatedCompositeFieldContainer[Counter]
     store_records: int
     store_bytes: int
     inspector_running: bool
     inspector_status: str
     started: _timestamp_pb2.Timestamp
-    def __init__(self, counters: _Optional[_Iterable[_Union[Counter, _Mapping]]] = ..., store_records: _Optional[int] = ..., store_bytes: _Optional[int] = ..., inspector_running: _Optional[bool] = ..., inspector_status: _Optional[str] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    store_alerts: int
+    def __init__(self, counters: _Optional[_Iterable[_Union[Counter, _Mapping]]] = ..., store_records: _Optional[int] = ..., store_bytes: _Optional[int] = ..., inspector_running: _Optional[bool] = ..., inspector_status: _Optional[str] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., store_alerts: _Optional[int] = ...) -> None: ...
 
 class ConnectionsRequest(_message.Message):
     __slots__ = ("client_ip", "include_closed")
@@ -135,3 +137,47 @@ class ConnectionsResponse(_message.Message):
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     connections: _containers.RepeatedCompositeFieldContainer[_connection_pb2.Connection]
     def __init__(self, connections: _Optional[_Iterable[_Union[_connection_pb2.Connection, _Mapping]]] = ...) -> None: ...
+
+class AlertFilters(_message.Message):
+    __slots__ = ("since", "until", "detections", "min_severity", "key", "client_ip", "id")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    detections: _containers.RepeatedScalarFieldContainer[str]
+    min_severity: _record_pb2.AlertSeverity
+    key: str
+    client_ip: str
+    id: str
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detections: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[_record_pb2.AlertSeverity, str]] = ..., key: _Optional[str] = ..., client_ip: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class AlertsRequest(_message.Message):
+    __slots__ = ("filters", "limit", "page_token")
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    filters: AlertFilters
+    limit: int
+    page_token: str
+    def __init__(self, filters: _Optional[_Union[AlertFilters, _Mapping]] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class AlertsResponse(_message.Message):
+    __slots__ = ("alerts", "next_page_token")
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    alerts: _containers.RepeatedCompositeFieldContainer[_record_pb2.Alert]
+    next_page_token: str
+    def __init__(self, alerts: _Optional[_Iterable[_Union[_record_pb2.Alert, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class TailAlertsRequest(_message.Message):
+    __slots__ = ("filters", "backlog")
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    filters: AlertFilters
+    backlog: int
+    def __init__(self, filters: _Optional[_Union[AlertFilters, _Mapping]] = ..., backlog: _Optional[int] = ...) -> None: ...

@@ -55,6 +55,16 @@ class QueryStub:
                 request_serializer=authwire_dot_v1_dot_query__pb2.ConnectionsRequest.SerializeToString,
                 response_deserializer=authwire_dot_v1_dot_query__pb2.ConnectionsResponse.FromString,
                 _registered_method=True)
+        self.Alerts = channel.unary_unary(
+                '/authwire.v1.Query/Alerts',
+                request_serializer=authwire_dot_v1_dot_query__pb2.AlertsRequest.SerializeToString,
+                response_deserializer=authwire_dot_v1_dot_query__pb2.AlertsResponse.FromString,
+                _registered_method=True)
+        self.TailAlerts = channel.unary_stream(
+                '/authwire.v1.Query/TailAlerts',
+                request_serializer=authwire_dot_v1_dot_query__pb2.TailAlertsRequest.SerializeToString,
+                response_deserializer=authwire_dot_v1_dot_record__pb2.Alert.FromString,
+                _registered_method=True)
 
 
 class QueryServicer:
@@ -84,6 +94,19 @@ class QueryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Alerts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TailAlerts(self, request, context):
+        """New and updated alerts as they are committed (an updated alert comes again with the same id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +129,16 @@ def add_QueryServicer_to_server(servicer, server):
                     servicer.Connections,
                     request_deserializer=authwire_dot_v1_dot_query__pb2.ConnectionsRequest.FromString,
                     response_serializer=authwire_dot_v1_dot_query__pb2.ConnectionsResponse.SerializeToString,
+            ),
+            'Alerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.Alerts,
+                    request_deserializer=authwire_dot_v1_dot_query__pb2.AlertsRequest.FromString,
+                    response_serializer=authwire_dot_v1_dot_query__pb2.AlertsResponse.SerializeToString,
+            ),
+            'TailAlerts': grpc.unary_stream_rpc_method_handler(
+                    servicer.TailAlerts,
+                    request_deserializer=authwire_dot_v1_dot_query__pb2.TailAlertsRequest.FromString,
+                    response_serializer=authwire_dot_v1_dot_record__pb2.Alert.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +249,60 @@ class Query:
             '/authwire.v1.Query/Connections',
             authwire_dot_v1_dot_query__pb2.ConnectionsRequest.SerializeToString,
             authwire_dot_v1_dot_query__pb2.ConnectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Alerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authwire.v1.Query/Alerts',
+            authwire_dot_v1_dot_query__pb2.AlertsRequest.SerializeToString,
+            authwire_dot_v1_dot_query__pb2.AlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TailAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/authwire.v1.Query/TailAlerts',
+            authwire_dot_v1_dot_query__pb2.TailAlertsRequest.SerializeToString,
+            authwire_dot_v1_dot_record__pb2.Alert.FromString,
             options,
             channel_credentials,
             insecure,

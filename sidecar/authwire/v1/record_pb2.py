@@ -28,21 +28,25 @@ from authwire.v1 import auth_event_pb2 as authwire_dot_v1_dot_auth__event__pb2
 from authwire.v1 import connection_pb2 as authwire_dot_v1_dot_connection__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61uthwire/v1/record.proto\x12\x0b\x61uthwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1c\x61uthwire/v1/auth_event.proto\x1a\x1c\x61uthwire/v1/connection.proto\"\xdd\x01\n\x04Join\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.authwire.v1.JoinStatus\x12\x1a\n\x12kernel_events_lost\x18\x02 \x01(\x04\x12\x31\n\x0e\x63onnection_age\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14kernel_request_index\x18\x04 \x01(\r\x12\x14\n\x0c\x62\x65hind_proxy\x18\x05 \x01(\x08\x12)\n\x06waited\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb8\x01\n\x0e\x45nrichedRecord\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.authwire.v1.AuthEvent\x12+\n\nconnection\x18\x02 \x01(\x0b\x32\x17.authwire.v1.Connection\x12\x1f\n\x04join\x18\x03 \x01(\x0b\x32\x11.authwire.v1.Join\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcb\x01\n\x05\x41lert\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tdetection\x18\x02 \x01(\t\x12,\n\x08severity\x18\x03 \x01(\x0e\x32\x1a.authwire.v1.AlertSeverity\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12\x13\n\x0brequest_ids\x18\x06 \x03(\t\x12%\n\x06\x63lient\x18\x07 \x01(\x0b\x32\x15.authwire.v1.Endpoint*~\n\nJoinStatus\x12\x1b\n\x17JOIN_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOIN_STATUS_EXACT\x10\x01\x12\x1d\n\x19JOIN_STATUS_NO_CONNECTION\x10\x02\x12\x1d\n\x19JOIN_STATUS_INSPECTOR_OFF\x10\x03*\x81\x01\n\rAlertSeverity\x12\x1e\n\x1a\x41LERT_SEVERITY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41LERT_SEVERITY_INFO\x10\x01\x12\x1a\n\x16\x41LERT_SEVERITY_WARNING\x10\x02\x12\x1b\n\x17\x41LERT_SEVERITY_CRITICAL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61uthwire/v1/record.proto\x12\x0b\x61uthwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1c\x61uthwire/v1/auth_event.proto\x1a\x1c\x61uthwire/v1/connection.proto\"\xdd\x01\n\x04Join\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.authwire.v1.JoinStatus\x12\x1a\n\x12kernel_events_lost\x18\x02 \x01(\x04\x12\x31\n\x0e\x63onnection_age\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14kernel_request_index\x18\x04 \x01(\r\x12\x14\n\x0c\x62\x65hind_proxy\x18\x05 \x01(\x08\x12)\n\x06waited\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb8\x01\n\x0e\x45nrichedRecord\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.authwire.v1.AuthEvent\x12+\n\nconnection\x18\x02 \x01(\x0b\x32\x17.authwire.v1.Connection\x12\x1f\n\x04join\x18\x03 \x01(\x0b\x32\x11.authwire.v1.Join\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x04\n\x05\x41lert\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tdetection\x18\x02 \x01(\t\x12,\n\x08severity\x18\x03 \x01(\x0e\x32\x1a.authwire.v1.AlertSeverity\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12\x13\n\x0brequest_ids\x18\x06 \x03(\t\x12%\n\x06\x63lient\x18\x07 \x01(\x0b\x32\x15.authwire.v1.Endpoint\x12\x0b\n\x03key\x18\x08 \x01(\t\x12.\n\nfirst_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cupdated_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63lients\x18\x0c \x03(\t\x12\x17\n\x0f\x63onnection_uids\x18\r \x03(\t\x12\x32\n\x08\x65vidence\x18\x0e \x03(\x0b\x32 .authwire.v1.Alert.EvidenceEntry\x12\x13\n\x0b\x63redentials\x18\x0f \x03(\t\x12\r\n\x05stack\x18\x10 \x01(\t\x12\x0f\n\x07\x62locked\x18\x11 \x03(\t\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*~\n\nJoinStatus\x12\x1b\n\x17JOIN_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOIN_STATUS_EXACT\x10\x01\x12\x1d\n\x19JOIN_STATUS_NO_CONNECTION\x10\x02\x12\x1d\n\x19JOIN_STATUS_INSPECTOR_OFF\x10\x03*\x81\x01\n\rAlertSeverity\x12\x1e\n\x1a\x41LERT_SEVERITY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41LERT_SEVERITY_INFO\x10\x01\x12\x1a\n\x16\x41LERT_SEVERITY_WARNING\x10\x02\x12\x1b\n\x17\x41LERT_SEVERITY_CRITICAL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authwire.v1.record_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOINSTATUS']._serialized_start=783
-  _globals['_JOINSTATUS']._serialized_end=909
-  _globals['_ALERTSEVERITY']._serialized_start=912
-  _globals['_ALERTSEVERITY']._serialized_end=1041
+  _globals['_ALERT_EVIDENCEENTRY']._loaded_options = None
+  _globals['_ALERT_EVIDENCEENTRY']._serialized_options = b'8\001'
+  _globals['_JOINSTATUS']._serialized_start=1137
+  _globals['_JOINSTATUS']._serialized_end=1263
+  _globals['_ALERTSEVERITY']._serialized_start=1266
+  _globals['_ALERTSEVERITY']._serialized_end=1395
   _globals['_JOIN']._serialized_start=167
   _globals['_JOIN']._serialized_end=388
   _globals['_ENRICHEDRECORD']._serialized_start=391
   _globals['_ENRICHEDRECORD']._serialized_end=575
   _globals['_ALERT']._serialized_start=578
-  _globals['_ALERT']._serialized_end=781
+  _globals['_ALERT']._serialized_end=1135
+  _globals['_ALERT_EVIDENCEENTRY']._serialized_start=1088
+  _globals['_ALERT_EVIDENCEENTRY']._serialized_end=1135
 # @@protoc_insertion_point(module_scope)

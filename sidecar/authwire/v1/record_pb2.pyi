@@ -64,7 +64,14 @@ class EnrichedRecord(_message.Message):
     def __init__(self, event: _Optional[_Union[_auth_event_pb2.AuthEvent, _Mapping]] = ..., connection: _Optional[_Union[_connection_pb2.Connection, _Mapping]] = ..., join: _Optional[_Union[Join, _Mapping]] = ..., received_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("id", "detection", "severity", "time", "summary", "request_ids", "client")
+    __slots__ = ("id", "detection", "severity", "time", "summary", "request_ids", "client", "key", "first_time", "last_time", "updated_time", "clients", "connection_uids", "evidence", "credentials", "stack", "blocked")
+    class EvidenceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     DETECTION_FIELD_NUMBER: _ClassVar[int]
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +79,16 @@ class Alert(_message.Message):
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_UIDS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    STACK_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
     id: str
     detection: str
     severity: AlertSeverity
@@ -79,4 +96,14 @@ class Alert(_message.Message):
     summary: str
     request_ids: _containers.RepeatedScalarFieldContainer[str]
     client: _auth_event_pb2.Endpoint
-    def __init__(self, id: _Optional[str] = ..., detection: _Optional[str] = ..., severity: _Optional[_Union[AlertSeverity, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., request_ids: _Optional[_Iterable[str]] = ..., client: _Optional[_Union[_auth_event_pb2.Endpoint, _Mapping]] = ...) -> None: ...
+    key: str
+    first_time: _timestamp_pb2.Timestamp
+    last_time: _timestamp_pb2.Timestamp
+    updated_time: _timestamp_pb2.Timestamp
+    clients: _containers.RepeatedScalarFieldContainer[str]
+    connection_uids: _containers.RepeatedScalarFieldContainer[str]
+    evidence: _containers.ScalarMap[str, float]
+    credentials: _containers.RepeatedScalarFieldContainer[str]
+    stack: str
+    blocked: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., detection: _Optional[str] = ..., severity: _Optional[_Union[AlertSeverity, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., request_ids: _Optional[_Iterable[str]] = ..., client: _Optional[_Union[_auth_event_pb2.Endpoint, _Mapping]] = ..., key: _Optional[str] = ..., first_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clients: _Optional[_Iterable[str]] = ..., connection_uids: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Mapping[str, float]] = ..., credentials: _Optional[_Iterable[str]] = ..., stack: _Optional[str] = ..., blocked: _Optional[_Iterable[str]] = ...) -> None: ...
