@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check this host for the kernel inspector; print fixes")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
+    _add_alerts_parser(sub)
+
     sub.add_parser("demo", help="end-to-end demo: Envoy + authwire + traffic in network namespaces (make run)",
                    add_help=False)
     return parser
@@ -284,6 +286,74 @@ def cmd_connections(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# --- alerts (detections, issue 12) -------------------------------------------------------------------
+def _add_alerts_parser(sub) -> None:
+    p = sub.add_parser("alerts", help="alerts the detections raised, newest first; -f follows new and updated ones")
+    p.add_argument("--since", help="last matched at or after: 15m, 2h, 7d (ago) or an ISO time")
+    p.add_argument("--until", help="first matched at or before: 5m (ago) or an ISO time")
+    p.add_argument("--detection", action="append", metavar="NAME[,NAME]",
+                   help="stack_stuffing, credential_replay, ua_stack_mismatch, keepalive_stuffing (repeatable)")
+    p.add_argument("--severity", help="at least this severity: info, warning, critical")
+    p.add_argument("--client-ip", help="alerts naming this client IP")
+    p.add_argument("--key", help="exact alert key, e.g. conn=C1f2...")
+    p.add_argument("--id", help="one alert by id")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new and updated alerts")
+    p.add_argument("-n", "--lines", type=int, default=10, help="with -f: recent alerts to show first")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--db", help="read the alerts beside this record store file directly (read-only)")
+    _add_format(p)
+    _add_server(p)
+
+
+def alert_filters_from_args(args: argparse.Namespace, now: float | None = None) -> query_pb2.AlertFilters:
+    now = time.time() if now is None else now
+    f = query_pb2.AlertFilters()
+    if args.since:
+        f.since.FromNanoseconds(_time_arg(args.since, "--since", now))
+    if args.until:
+        f.until.FromNanoseconds(_time_arg(args.until, "--until", now))
+    for item in args.detection or []:
+        f.detections.extend(n.strip().lower() for n in item.split(",") if n.strip())
+    if args.severity:
+        f.min_severity = _enum_value(record_pb2.AlertSeverity, "ALERT_SEVERITY_", args.severity, "--severity")
+    f.client_ip = args.client_ip or ""
+    f.key = args.key or ""
+    f.id = args.id or ""
+    return f
+
+
+def cmd_alerts(args: argparse.Namespace, out: TextIO) -> int:
+    from authwire.detect import render as alert_render
+
+    filters = alert_filters_from_args(args)
+    if args.db:
+        from authwire.store.alerts import AlertStore, alerts_path
+
+        if args.follow:
+            raise CliError("-f needs the sidecar (--server), not --db")
+        try:
+            found = AlertStore(alerts_path(args.db), read_only=True).query(filters, args.limit).alerts
+        except (QueryError, FileNotFoundError) as exc:
+            raise CliError(str(exc)) from None
+        alert_render.alerts(found, args.format, out)
+        return 0
+    stub = query_pb2_grpc.QueryStub(_channel(args.server))
+    if not args.follow:
+        response = stub.Alerts(query_pb2.AlertsRequest(filters=filters, limit=args.limit), timeout=60)
+        alert_render.alerts(response.alerts, args.format, out)
+        return 0
+    stream = stub.TailAlerts(query_pb2.TailAlertsRequest(filters=filters, backlog=args.lines))
+    first = True
+    try:
+        for alert in stream:
+            alert_render.alerts([alert], args.format, out, header=first)
+            first = False
+    except KeyboardInterrupt:
+        stream.cancel()
+    return 0
+# --- end alerts ---------------------------------------------------------------------------------------
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from authwire.server import serve
 
@@ -318,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             return cmd_doctor(args, out)
         handler = {"ingest": cmd_ingest, "query": cmd_query, "tail": cmd_tail, "stats": cmd_stats,
-                   "connections": cmd_connections}[args.command]
+                   "connections": cmd_connections, "alerts": cmd_alerts}[args.command]
         return handler(args, out)
     except (CliError, config_mod.ConfigError, OSError) as exc:
         print(f"authwire: {exc}", file=sys.stderr)

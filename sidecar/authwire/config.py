@@ -58,6 +58,28 @@ class Config:
                                                       "web view): HOST:PORT or unix:/path; 'off' disables")
     #
     # --- detections ---
+    detections: list[str] = _opt(["stack_stuffing", "credential_replay", "ua_stack_mismatch",
+                                  "keepalive_stuffing"], "detections to run on committed records ('off' = none)")
+    detect_queue: int = _opt(100_000, "records queued for the detections at most (more are dropped, counted)")
+    detect_max_keys: int = _opt(10_000, "keys (stacks, credentials, clients, connections) each detection "
+                                        "remembers at most (LRU; forgetting is counted)")
+    stack_stuffing_window: str = _opt("10m", "stack_stuffing: sliding window")
+    stack_stuffing_min_failures: int = _opt(20, "stack_stuffing: failed auths from one TCP stack, at least")
+    stack_stuffing_min_ips: int = _opt(10, "stack_stuffing: distinct source IPs among them, at least")
+    stack_stuffing_min_credentials: int = _opt(10, "stack_stuffing: distinct credentials tried, at least")
+    stack_stuffing_min_failure_ratio: float = _opt(0.5, "stack_stuffing: failures / auths of that stack, at least")
+    credential_replay_window: str = _opt("1h", "credential_replay: how long a credential's usual position "
+                                               "is remembered")
+    credential_replay_concurrent: str = _opt("5m", "credential_replay: original position used this recently "
+                                                   "= concurrent use (critical)")
+    ua_stack_mismatch_window: str = _opt("1h", "ua_stack_mismatch: one alert per client and outcome per window")
+    ua_stack_mismatch_max_new_per_minute: int = _opt(30, "ua_stack_mismatch: new alerts per minute at most "
+                                                         "(more are counted, not raised)")
+    keepalive_stuffing_window: str = _opt("10m", "keepalive_stuffing: sliding window")
+    keepalive_stuffing_min_failures: int = _opt(20, "keepalive_stuffing: failed auths on one connection, at least")
+    keepalive_stuffing_min_credentials: int = _opt(3, "keepalive_stuffing: distinct credentials among them")
+    detect_block: list[str] = _opt([], "detections whose alerts put their source IPs in the kernel block "
+                                       "list, as NAME or NAME:TTL (e.g. stack_stuffing:15m); default TTL 10m")
     #
     # --- kernel response (enforce) ---
     #
@@ -147,6 +169,9 @@ def _check(config: Config) -> None:
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level: {config.log_level!r} is not debug, info, warning or error")
     parse_duration(config.retention_age)
+    from authwire.detect.settings import check as check_detections  # detect imports this module
+
+    check_detections(config)
     for setting in ("listen", "grpc_web_listen", "http_listen"):
         for address in getattr(config, setting):
             try:

@@ -90,8 +90,13 @@ def _converter(descriptor: Descriptor) -> Callable[[Message], dict[str, Any]]:
         for fd, value in message.ListFields():
             fn = per_field.get(fd.number)
             if fn is None:
-                scalar = _scalar(fd)
-                fn = per_field[fd.number] = (lambda v, s=scalar: [s(x) for x in v]) if fd.is_repeated else scalar
+                if fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
+                    # a map field (e.g. Alert.evidence): a JSON object, keys as text
+                    value_fn = _scalar(fd.message_type.fields_by_name["value"])
+                    fn = per_field[fd.number] = lambda m, s=value_fn: {str(k): s(m[k]) for k in m}
+                else:
+                    scalar = _scalar(fd)
+                    fn = per_field[fd.number] = (lambda v, s=scalar: [s(x) for x in v]) if fd.is_repeated else scalar
             out[fd.name] = fn(value)
         return out
 

@@ -16,11 +16,15 @@ from grpc_reflection.v1alpha import reflection
 from authwire import access
 from authwire.config import Config, parse_duration, token_path
 from authwire.counters import Counters
+from authwire.detect import settings as detect_settings
+from authwire.detect.engine import DetectionEngine, alerts_jsonl_path
+from authwire.detect.query_service import AlertQueries
 from authwire.ingest import envoy_als
 from authwire.ingest.grpc_service import IngestService
 from authwire.join.joiner import Joiner
 from authwire.pipeline import Pipeline
 from authwire.query.grpc_service import QueryService
+from authwire.store.alerts import AlertStore, alerts_path
 from authwire.store.jsonl import JsonlSink
 from authwire.store.record_store import Store
 from authwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
@@ -85,7 +89,22 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
         running.push_async_callback(asyncio.to_thread, inspector.stop)  # tc detach: pyroute2 again
     table = inspector.table if inspector is not None else None
     jsonl = JsonlSink(config.jsonl, config.jsonl_max_bytes, config.jsonl_keep, counters) if config.jsonl else None
+    # Detections (issue 12): after the ack, in their own task; closed after the pipeline (LIFO) so they see
+    # its last batches.
+    alert_store = AlertStore(alerts_path(config.db))
+    running.callback(alert_store.close)
+    settings = detect_settings.from_config(config)
+    detector = None
+    if settings.enabled:
+        detector = DetectionEngine(settings, alert_store, counters,
+                                   alerts_jsonl_path(config.jsonl) if config.jsonl else None,
+                                   config.jsonl_max_bytes, config.jsonl_keep, inspector,
+                                   parse_duration(config.retention_age))
+        detector.start()
+        running.push_async_callback(detector.close)
     pipeline = Pipeline(store, Joiner(table, config.join_wait, counters), counters, jsonl)
+    if detector is not None:
+        pipeline.subscribe(detector.submit, name="detect")
     pipeline.start()
     running.push_async_callback(pipeline.close)
 
@@ -94,7 +113,8 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     running.push_async_callback(server.stop, SHUTDOWN_GRACE_SECONDS)
     ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(pipeline), server)
     query_pb2_grpc.add_QueryServicer_to_server(
-        QueryService(store, pipeline, counters, inspector, inspector_status), server)
+        QueryService(store, pipeline, counters, inspector, inspector_status,
+                     AlertQueries(alert_store, detector)), server)
     service_names = [ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name,
                      query_pb2.DESCRIPTOR.services_by_name["Query"].full_name]
     envoy_als.add_to_server(server, pipeline, config, counters)

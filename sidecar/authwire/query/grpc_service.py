@@ -18,8 +18,9 @@ TAIL_POLL_SECONDS = 1.0  # upper bound between store checks when no commit wakes
 
 class QueryService(query_pb2_grpc.QueryServicer):
     def __init__(self, store: Store, pipeline: Pipeline, counters: Counters, inspector=None,
-                 inspector_status: str = "") -> None:
+                 inspector_status: str = "", alerts=None) -> None:
         self.store = store
+        self.alerts = alerts  # authwire.detect.query_service.AlertQueries (Alerts, TailAlerts), or None
         self.pipeline = pipeline
         self.counters = counters
         self.inspector = inspector
@@ -69,7 +70,8 @@ class QueryService(query_pb2_grpc.QueryServicer):
         response = query_pb2.StatsResponse(
             counters=counters, store_records=await asyncio.to_thread(self.store.count),
             store_bytes=self.store.size_bytes(), inspector_running=self.inspector is not None,
-            inspector_status=self.inspector_status)
+            inspector_status=self.inspector_status,
+            store_alerts=await asyncio.to_thread(self.alerts.count) if self.alerts is not None else 0)
         response.started.FromNanoseconds(int(self.started * 1e9))
         return response
 
@@ -82,3 +84,17 @@ class QueryService(query_pb2_grpc.QueryServicer):
         if request.client_ip:
             connections = [c for c in connections if c.client.ip == request.client_ip]
         return query_pb2.ConnectionsResponse(connections=connections)
+
+    # --- alerts (detect helper): implemented in authwire.detect.query_service ---------------------------
+    async def Alerts(self, request: query_pb2.AlertsRequest, context: grpc.aio.ServicerContext
+                     ) -> query_pb2.AlertsResponse:
+        if self.alerts is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this sidecar keeps no alert store")
+        return await self.alerts.alerts(request, context)
+
+    async def TailAlerts(self, request: query_pb2.TailAlertsRequest, context: grpc.aio.ServicerContext
+                         ) -> AsyncIterator[record_pb2.Alert]:
+        if self.alerts is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this sidecar keeps no alert store")
+        async for alert in self.alerts.tail(request, context):
+            yield alert

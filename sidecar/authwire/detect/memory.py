@@ -1,0 +1,137 @@
+"""Bounded memory for the detections: an LRU of keys, and a sliding window with distinct counts.
+
+Every detector keeps its state in these, so no client can grow it without bound: the LRU forgets its
+least recently used key beyond `max_keys`, a window forgets its oldest entry beyond `max_entries`, and
+both count what they forgot (shown as `detect.forgotten{detection}` in `authwire stats`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class Tally:
+    """How much a detector forgot (keys and window entries), shared by its Lru and windows."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+class Lru(Generic[V]):
+    """key -> state, at most max_keys; get_or_make() marks the key most recently used."""
+
+    __slots__ = ("_items", "max_keys", "tally")
+
+    def __init__(self, max_keys: int, tally: Tally) -> None:
+        self._items: OrderedDict[Hashable, V] = OrderedDict()
+        self.max_keys = max_keys
+        self.tally = tally
+
+    def get_or_make(self, key: Hashable, make: Callable[[], V]) -> V:
+        items = self._items
+        value = items.get(key)
+        if value is None:
+            value = items[key] = make()
+            if len(items) > self.max_keys:
+                items.popitem(last=False)
+                self.tally.n += 1
+        else:
+            items.move_to_end(key)
+        return value
+
+    def get(self, key: Hashable) -> V | None:
+        return self._items.get(key)
+
+    def pop(self, key: Hashable) -> None:
+        self._items.pop(key, None)
+
+    def values(self):
+        return self._items.values()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class DistinctWindow:
+    """Entries (time, a, b, request_id, uid) in time order; counts of distinct a and of distinct non-empty b.
+
+    Used for "failures of one stack: how many, from how many IPs (a), with how many credentials (b)".
+    """
+
+    __slots__ = ("entries", "a_counts", "b_counts", "max_entries", "tally")
+
+    def __init__(self, max_entries: int, tally: Tally) -> None:
+        self.entries: deque[tuple[float, str, str, str, str]] = deque()
+        self.a_counts: dict[str, int] = {}
+        self.b_counts: dict[str, int] = {}
+        self.max_entries = max_entries
+        self.tally = tally
+
+    def add(self, t: float, a: str, b: str, request_id: str, uid: str) -> None:
+        self.entries.append((t, a, b, request_id, uid))
+        self.a_counts[a] = self.a_counts.get(a, 0) + 1
+        if b:
+            self.b_counts[b] = self.b_counts.get(b, 0) + 1
+        if len(self.entries) > self.max_entries:
+            self._drop()
+            self.tally.n += 1
+
+    def expire(self, cutoff: float) -> None:
+        entries = self.entries
+        while entries and entries[0][0] < cutoff:
+            self._drop()
+
+    def _drop(self) -> None:
+        _, a, b, _, _ = self.entries.popleft()
+        n = self.a_counts[a] - 1
+        if n:
+            self.a_counts[a] = n
+        else:
+            del self.a_counts[a]
+        if b:
+            n = self.b_counts[b] - 1
+            if n:
+                self.b_counts[b] = n
+            else:
+                del self.b_counts[b]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class BucketCounts:
+    """Event counts in buckets of `width` seconds over a sliding window (cheap for the common, benign case).
+
+    At most window / width + 2 buckets when expire() runs with each add (the window's edge is one bucket
+    coarse: an event may be counted up to `width` seconds longer).
+    """
+
+    __slots__ = ("buckets", "total", "width")
+
+    def __init__(self, width: float) -> None:
+        self.buckets: deque[list] = deque()  # [bucket number, count]
+        self.total = 0
+        self.width = width
+
+    def add(self, t: float) -> None:
+        second = int(t / self.width)
+        buckets = self.buckets
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += 1
+        elif buckets and second < buckets[-1][0]:
+            buckets[-1][1] += 1  # out of order: count it in the newest bucket rather than reorder
+        else:
+            buckets.append([second, 1])
+        self.total += 1
+
+    def expire(self, cutoff: float) -> None:
+        buckets = self.buckets
+        edge = int(cutoff / self.width)
+        while buckets and buckets[0][0] < edge:
+            self.total -= buckets.popleft()[1]

@@ -1,0 +1,43 @@
+"""A bad rule config is refused at start with a message naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from authwire import config
+from tests.support import AUTHWIRE
+
+
+@pytest.mark.parametrize(("env", "key"), [
+    ({"AUTHWIRE_STACK_STUFFING_MIN_FAILURE_RATIO": "1.5"}, "stack_stuffing_min_failure_ratio"),
+    ({"AUTHWIRE_STACK_STUFFING_WINDOW": "soon"}, "stack_stuffing_window"),
+    ({"AUTHWIRE_KEEPALIVE_STUFFING_MIN_FAILURES": "1"}, "keepalive_stuffing_min_failures"),
+    ({"AUTHWIRE_DETECTIONS": "stack_stuffing,port_scan"}, "detections"),
+    ({"AUTHWIRE_DETECT_BLOCK": "keepalive_stuffing:-5m"}, "detect_block"),
+    ({"AUTHWIRE_DETECT_MAX_KEYS": "many"}, "detect_max_keys"),
+    ({"AUTHWIRE_CREDENTIAL_REPLAY_CONCURRENT": "2h"}, "credential_replay_concurrent"),
+])
+def test_bad_rule_setting_names_the_key(env, key):
+    with pytest.raises(config.ConfigError, match=key):
+        config.load(None, env)
+
+
+def test_good_rule_settings_load():
+    cfg = config.load(None, {"AUTHWIRE_DETECTIONS": "off", "AUTHWIRE_DETECT_BLOCK": "stack_stuffing:15m"})
+    from authwire.detect.settings import from_config
+
+    settings = from_config(cfg)
+    assert settings.enabled == () and settings.block == {"stack_stuffing": 900.0}
+
+
+def test_serve_refuses_a_bad_rule_in_the_toml_file(tmp_path):
+    toml = tmp_path / "authwire.toml"
+    toml.write_text('stack_stuffing_min_failure_ratio = 0\n')
+    result = subprocess.run([AUTHWIRE, "serve", "--config", str(toml), "--db", str(tmp_path / "a.db"),
+                             "--listen", f"unix:{tmp_path / 's.sock'}", "--no-inspector"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "stack_stuffing_min_failure_ratio" in result.stderr
+    assert not (tmp_path / "a.db").exists()  # refused before anything started
