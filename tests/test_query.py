@@ -114,7 +114,8 @@ def test_pages_cover_everything_once(loaded):
 
 def test_bad_filter_values_are_named(loaded):
     for args, words in [(("--outcome", "maybe"), "--outcome"), (("--since", "yesterday-ish"), "--since"),
-                        (("--client-ip", "10.0.0.0/99"), "client_ip")]:
+                        (("--client-ip", "10.0.0.0/99"), "--client-ip"),
+                        (("--limit", "-1"), "--limit"), (("--group-by", "nope"), "--group-by")]:
         result = loaded.cli("query", *args, check=False)
         assert result.returncode == 2 and words in result.stderr, result.stderr
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -17,7 +15,7 @@ import grpc
 from google.protobuf import json_format
 
 from authwire import config as config_mod
-from authwire.query import render
+from authwire.query import filters, render
 from authwire.store.record_store import QueryError, Store
 from authwire.v1 import (
     auth_event_pb2,
@@ -25,7 +23,6 @@ from authwire.v1 import (
     ingest_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
-    record_pb2,
 )
 
 INGEST_BATCH = 1000
@@ -35,98 +32,20 @@ class CliError(Exception):
     """A user-facing error: printed as `authwire: <message>`, exit status 2."""
 
 
-def _enum_value(enum, prefix: str, text: str, flag: str) -> int:
-    """'failure' / 'FAILURE' / 'AUTH_OUTCOME_FAILURE' / 'key-auth' -> the enum number."""
-    name = text.strip().upper().replace("-", "_")
-    for candidate in (name, prefix + name):
-        if candidate in enum.keys() and not candidate.endswith("UNSPECIFIED"):
-            return enum.Value(candidate)
-    known = ", ".join(k.removeprefix(prefix).lower() for k in enum.keys() if not k.endswith("UNSPECIFIED"))
-    raise CliError(f"{flag}: unknown value {text!r} (known: {known})")
-
-
-def _time_arg(text: str, flag: str, now: float) -> int:
-    """'15m' (ago) or an ISO 8601 time -> epoch ns."""
-    try:
-        return int((now - config_mod.parse_duration(text)) * 1e9)
-    except config_mod.ConfigError:
-        pass
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise CliError(f"{flag}: {text!r} is neither a duration (15m, 2h, 7d) nor an ISO time") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1e9)
-
-
-def _rtt_us(text: str, flag: str) -> int:
-    """'5ms', '0.2s', or a bare number of milliseconds -> microseconds."""
-    try:
-        seconds = config_mod.parse_duration(text) if text[-1:].isalpha() else float(text) / 1000
-    except (config_mod.ConfigError, ValueError):
-        raise CliError(f"{flag}: {text!r} is not a duration (e.g. 5ms, 0.2s)") from None
-    return int(seconds * 1e6)
-
-
 def filters_from_args(args: argparse.Namespace, now: float | None = None) -> query_pb2.Filters:
-    now = time.time() if now is None else now
-    f = query_pb2.Filters()
-    if args.since:
-        f.since.FromNanoseconds(_time_arg(args.since, "--since", now))
-    if args.until:
-        f.until.FromNanoseconds(_time_arg(args.until, "--until", now))
-    for attr in ("consumer", "route_id", "request_id", "community_id", "syn_signature"):
-        if getattr(args, attr):
-            setattr(f, attr, getattr(args, attr))
-    if args.credential:
-        f.credential_id = args.credential
-    if args.client_ip:
-        f.client_ip = args.client_ip
-    if args.os:
-        f.os_hint = args.os.strip().lower()  # hints are stored lower case: linux, windows, ...
-    if args.status:
-        f.status = args.status
-    if args.outcome:
-        f.outcome = _enum_value(auth_event_pb2.AuthOutcome, "AUTH_OUTCOME_", args.outcome, "--outcome")
-    if args.method:
-        f.method = _enum_value(auth_event_pb2.AuthMethod, "AUTH_METHOD_", args.method, "--method")
-    if args.reason:
-        f.reason = _enum_value(auth_event_pb2.FailureReason, "FAILURE_REASON_", args.reason, "--reason")
-    if args.join_status:
-        f.join_status = _enum_value(record_pb2.JoinStatus, "JOIN_STATUS_", args.join_status, "--join-status")
-    if args.min_rtt:
-        f.min_rtt_us = _rtt_us(args.min_rtt, "--min-rtt")
-    if args.max_rtt:
-        f.max_rtt_us = _rtt_us(args.max_rtt, "--max-rtt")
-    if args.retransmits_gt is not None:
-        f.retransmits_gt = args.retransmits_gt
-    if args.hop_distance is not None:
-        f.hop_distance = args.hop_distance
-    return f
+    """The filter flags given -> Filters, through the one parser the HTTP API uses too."""
+    values = {spec.name: filters.cli_spelling(spec.name, str(getattr(args, spec.name)))
+              for spec in filters.FILTERS if getattr(args, spec.name, None) is not None}
+    try:
+        return filters.parse_filters(values, now)
+    except filters.FilterError as exc:
+        raise CliError(f"--{exc.parameter.replace('_', '-')}: {exc.reason}") from None
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("filters (all given must match)")
-    g.add_argument("--since", help="e.g. 15m, 2h, 7d (ago) or an ISO time")
-    g.add_argument("--until", help="e.g. 5m (ago) or an ISO time")
-    g.add_argument("--consumer")
-    g.add_argument("--credential", help="credential id (key id, username, access key; never a secret)")
-    g.add_argument("--client-ip", help="TCP peer IP or CIDR, e.g. 10.0.0.0/8")
-    g.add_argument("--outcome", help="success, failure or not_attempted")
-    g.add_argument("--method", help="jwt, basic, hmac, key_auth, oauth2, none, other")
-    g.add_argument("--reason", help="failure reason, e.g. expired, bad_signature, missing_credentials")
-    g.add_argument("--route", dest="route_id")
-    g.add_argument("--status", type=int, help="HTTP status")
-    g.add_argument("--request-id")
-    g.add_argument("--community-id")
-    g.add_argument("--os", help="OS hint: linux, windows, macos, bsd, network_device, unknown")
-    g.add_argument("--min-rtt", help="handshake RTT at least, e.g. 5ms")
-    g.add_argument("--max-rtt", help="handshake RTT at most, e.g. 50ms")
-    g.add_argument("--retransmits-gt", type=int, metavar="N", help="more than N retransmitted segments")
-    g.add_argument("--hop-distance", type=int, metavar="N")
-    g.add_argument("--syn-signature", help="exact SYN signature (see `--group-by syn.signature`)")
-    g.add_argument("--join-status", help="exact, no_connection or inspector_off")
+    for spec in filters.FILTERS:
+        g.add_argument(spec.flag, dest=spec.name, metavar=spec.metavar, help=spec.help)
 
 
 def _add_server(p: argparse.ArgumentParser) -> None:
@@ -153,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="enriched records, newest first (or --group-by counts)")
     _add_filters(p)
     _add_format(p)
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", default=str(filters.DEFAULT_LIMIT), help="records (or groups) to show, 1..10000")
     p.add_argument("--group-by", metavar="FIELD[,FIELD]",
                    help="count records per value, e.g. client_ip,auth.outcome or syn.signature")
     p.add_argument("--db", help="read this store file directly (read-only) instead of asking the sidecar")
@@ -235,9 +154,12 @@ def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_query(args: argparse.Namespace, out: TextIO) -> int:
-    request = query_pb2.QueryRequest(filters=filters_from_args(args), limit=args.limit)
-    group_by = [g.strip() for g in (args.group_by or "").split(",") if g.strip()]
-    request.group_by.extend(group_by)
+    try:
+        limit = filters.parse_limit(args.limit)
+        group_by = filters.parse_group_by(args.group_by) if args.group_by else []
+    except filters.FilterError as exc:
+        raise CliError(f"--{exc.parameter.replace('_', '-')}: {exc.reason}") from None
+    request = query_pb2.QueryRequest(filters=filters_from_args(args), limit=limit, group_by=group_by)
     if args.db:
         try:
             result = Store(args.db, read_only=True).query(request.filters, request.limit, "", group_by)
