@@ -15,6 +15,7 @@ import grpc
 from google.protobuf import json_format
 
 from authwire import config as config_mod
+from authwire.access import AccessError
 from authwire.query import filters, render
 from authwire.store.record_store import QueryError, Store
 from authwire.v1 import (
@@ -94,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include recently closed connections")
     p.add_argument("--client-ip")
     _add_server(p)
+
+    p = sub.add_parser("web", help="browse a store file in the web view (read-only; prints a login link)")
+    p.add_argument("--db", required=True, help="the store file (e.g. demo-output/authwire.db)")
+    p.add_argument("--http-listen", action="append", metavar="ADDR",
+                   help="HOST:PORT or unix:/path (repeatable; default 127.0.0.1:0 = any free port)")
+    p.add_argument("--token-file", default="", help="bearer token file (default: 'token' beside --db)")
+
+    p = sub.add_parser("web-url", help="a new one-time login link for the web view of a running sidecar")
+    p.add_argument("--token-file", default=os.environ.get("AUTHWIRE_TOKEN_FILE", ""),
+                   help="the sidecar's token file (env AUTHWIRE_TOKEN_FILE; default: 'token' beside --db)")
+    p.add_argument("--db", default=config_mod.Config.db, help="the sidecar's store (to find its token file)")
+    p.add_argument("--url", default="http://127.0.0.1:9182/", help="where the web view listens")
 
     p = sub.add_parser("doctor", help="check this host for the kernel inspector; print fixes")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -228,20 +241,13 @@ def _add_alerts_parser(sub) -> None:
 
 
 def alert_filters_from_args(args: argparse.Namespace, now: float | None = None) -> query_pb2.AlertFilters:
-    now = time.time() if now is None else now
-    f = query_pb2.AlertFilters()
-    if args.since:
-        f.since.FromNanoseconds(_time_arg(args.since, "--since", now))
-    if args.until:
-        f.until.FromNanoseconds(_time_arg(args.until, "--until", now))
-    for item in args.detection or []:
-        f.detections.extend(n.strip().lower() for n in item.split(",") if n.strip())
-    if args.severity:
-        f.min_severity = _enum_value(record_pb2.AlertSeverity, "ALERT_SEVERITY_", args.severity, "--severity")
-    f.client_ip = args.client_ip or ""
-    f.key = args.key or ""
-    f.id = args.id or ""
-    return f
+    """The alert filter flags given -> AlertFilters, through the parser GET /v1/alerts uses too."""
+    values = {name: filters.cli_spelling(name, ",".join(value) if isinstance(value, list) else str(value))
+              for name in filters.ALERT_BY_NAME if (value := getattr(args, name, None))}
+    try:
+        return filters.parse_alert_filters(values, now)
+    except filters.FilterError as exc:
+        raise CliError(f"--{exc.parameter.replace('_', '-')}: {exc.reason}") from None
 
 
 def cmd_alerts(args: argparse.Namespace, out: TextIO) -> int:
@@ -285,6 +291,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace, out: TextIO) -> int:
+    from authwire.query import web_serve
+
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(web_serve.run(args.db, args.http_listen or ["127.0.0.1:0"], args.token_file, out))
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def cmd_web_url(args: argparse.Namespace, out: TextIO) -> int:
+    from authwire import access
+    from authwire.query import web_login, web_serve
+
+    token = access.load_token(args.token_file or web_serve.default_token_file(args.db))
+    out.write(web_login.login_url(args.url, token) + "\n")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     from authwire.kernel import doctor
 
@@ -310,9 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             return cmd_doctor(args, out)
         handler = {"ingest": cmd_ingest, "query": cmd_query, "tail": cmd_tail, "stats": cmd_stats,
-                   "connections": cmd_connections, "alerts": cmd_alerts}[args.command]
+                   "connections": cmd_connections, "alerts": cmd_alerts, "web": cmd_web,
+                   "web-url": cmd_web_url}[args.command]
         return handler(args, out)
-    except (CliError, config_mod.ConfigError, OSError) as exc:
+    except (CliError, config_mod.ConfigError, AccessError, OSError) as exc:
         print(f"authwire: {exc}", file=sys.stderr)
         return 2
     except grpc.RpcError as exc:

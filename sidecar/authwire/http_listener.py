@@ -103,7 +103,10 @@ class HttpListener:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return problem(exc.status, exc.reason, exc.text if exc.text and exc.text != exc.reason else "")
+            response = problem(exc.status, exc.reason, exc.text if exc.text and exc.text != exc.reason else "")
+            if "Allow" in exc.headers:  # 405 must say which methods exist (RFC 9110 15.5.6)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         if response.status == 401 and not response.headers.get("WWW-Authenticate"):
             response.headers["WWW-Authenticate"] = 'Bearer realm="authwire"'
         return response

@@ -112,9 +112,9 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     running.callback(remove_unix_sockets, config.listen)  # LIFO: runs after server.stop, below
     running.push_async_callback(server.stop, SHUTDOWN_GRACE_SECONDS)
     ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(pipeline), server)
-    query_pb2_grpc.add_QueryServicer_to_server(
-        QueryService(store, pipeline, counters, inspector, inspector_status,
-                     AlertQueries(alert_store, detector)), server)
+    query_service = QueryService(store, pipeline, counters, inspector, inspector_status,
+                                 AlertQueries(alert_store, detector))
+    query_pb2_grpc.add_QueryServicer_to_server(query_service, server)
     service_names = [ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name,
                      query_pb2.DESCRIPTOR.services_by_name["Query"].full_name]
     envoy_als.add_to_server(server, pipeline, config, counters)
@@ -141,8 +141,12 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
         # Stages add their routes here (export: /metrics; query: the JSON API and the web view).
         from authwire.export import metrics
         metrics.register(http, counters, store, inspector, inspector_status, pipeline)
+        from authwire.query import http_api
+        http_api.register(http, store, counters, inspector=inspector, inspector_status=inspector_status,
+                          stats=lambda: query_service.Stats(query_pb2.StatsRequest(), None))
         await http.start()
         running.push_async_callback(http.stop)
+        http_api.announce(http)
 
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -40,9 +40,13 @@ class FilterError(ValueError):
         self.reason = reason
 
 
+_UNSHOWN = re.compile(r"[^A-Za-z0-9 ._:/+-]")
+
+
 def shown(text: str) -> str:
-    """A bad value as it may be quoted in an error: bounded and repr-escaped (control characters too)."""
-    return repr(text[:SHOWN] + ("..." if len(text) > SHOWN else ""))
+    """A bad value as it may be quoted in an error: at most SHOWN characters, each outside [A-Za-z0-9 ._:/+-]
+    shown as '?' (no markup, quotes or control characters reach a terminal, a log or a page)."""
+    return "'" + _UNSHOWN.sub("?", text[:SHOWN]) + ("...'" if len(text) > SHOWN else "'")
 
 
 # --- value grammars (ECMA-262 and Python `re` read these the same way) --------------------------------
@@ -263,13 +267,14 @@ def parse_group_by(text: str) -> list[str]:
 # --- the CLI's forgiving spelling ---------------------------------------------------------------------
 
 _CLI_ENUMS = {"outcome": auth_event_pb2.AuthOutcome, "method": auth_event_pb2.AuthMethod,
-              "reason": auth_event_pb2.FailureReason, "join_status": record_pb2.JoinStatus}
+              "reason": auth_event_pb2.FailureReason, "join_status": record_pb2.JoinStatus,
+              "severity": record_pb2.AlertSeverity}
 
 
 def cli_spelling(name: str, text: str) -> str:
     """What a person typed -> the canonical text: enum values in any case, `-` for `_`, with or without
-    the enum's prefix (`AUTH_OUTCOME_FAILURE`); OS hints in any case. Everything else unchanged."""
-    if name == "os":
+    the enum's prefix (`AUTH_OUTCOME_FAILURE`); OS hints, severities and detection names in any case."""
+    if name in ("os", "detection"):
         return text.strip().lower()
     enum = _CLI_ENUMS.get(name)
     if enum is None:
@@ -277,3 +282,56 @@ def cli_spelling(name: str, text: str) -> str:
     canonical = text.strip().lower().replace("-", "_")
     prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.DESCRIPTOR.name).lower() + "_"
     return canonical.removeprefix(prefix)
+
+
+# --- alert filters (`authwire alerts`, GET /v1/alerts) -----------------------------------------------
+
+def _alert_detections(f: query_pb2.AlertFilters, text: str, now: float) -> None:
+    from authwire.detect.settings import DETECTIONS
+
+    names = [n.strip() for n in text.split(",")]
+    for name in names:
+        parse_choice("detection", name, list(DETECTIONS))
+    f.detections.extend(names)
+
+
+def _alert_severity(f: query_pb2.AlertFilters, text: str, now: float) -> None:
+    parse_choice("severity", text, _enum_names(record_pb2.AlertSeverity))
+    f.min_severity = record_pb2.AlertSeverity.Value("ALERT_SEVERITY_" + text.upper())
+
+
+def _alert_ip(f: query_pb2.AlertFilters, text: str, now: float) -> None:
+    _check_pattern("client_ip", IP_PATTERN, text, "an IP address (10.0.0.7, 2001:db8::7)")
+    f.client_ip = text
+
+
+def _detection_pattern() -> str:
+    from authwire.detect.settings import DETECTIONS
+
+    name = "(" + "|".join(DETECTIONS) + ")"
+    return rf"^ *{name} *(, *{name} *)*$"
+
+
+ALERT_FILTERS: list[FilterSpec] = [
+    _time("since", "since", "alerts last matched at or after: 15m, 2h, 7d (ago) or an ISO time"),
+    _time("until", "until", "alerts first matched before: 5m (ago) or an ISO time"),
+    FilterSpec("detection", "any of these detections (comma-separated)",
+               {"type": "string", "pattern": _detection_pattern()}, _alert_detections, metavar="NAME[,NAME]"),
+    FilterSpec("severity", "at least this severity: " + ", ".join(_enum_names(record_pb2.AlertSeverity)),
+               {"type": "string", "enum": _enum_names(record_pb2.AlertSeverity)}, _alert_severity),
+    FilterSpec("client_ip", "alerts naming this client IP", {"type": "string", "pattern": IP_PATTERN}, _alert_ip),
+    _string("key", "key", "exact alert key, e.g. conn=C1f2..."),
+    _string("id", "id", "one alert by id"),
+]
+ALERT_BY_NAME = {spec.name: spec for spec in ALERT_FILTERS}
+
+
+def parse_alert_filters(values: Mapping[str, str], now: float | None = None) -> query_pb2.AlertFilters:
+    now = time.time() if now is None else now
+    f = query_pb2.AlertFilters()
+    for name, text in values.items():
+        spec = ALERT_BY_NAME.get(name)
+        if spec is None:
+            raise FilterError(name, "unknown filter")
+        spec.apply(f, text, now)
+    return f
