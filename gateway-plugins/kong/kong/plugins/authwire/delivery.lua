@@ -1,0 +1,158 @@
+-- Delivery through Kong's own queue (kong.tools.queue), read at Kong 3.9.3 and 3.4.2:
+--   Queue.get_plugin_params(plugin_name, config) -> the instance's queue_conf (config.queue, named by the
+--     plugin id: one queue per plugin instance); Queue.enqueue(queue_conf, handler, handler_conf, value).
+--   A queue keeps the parameters AND the handler function of the enqueue call that created it
+--     (queue.lua get_or_create_queue: 3.9.3 :205-257, 3.4.2 :116-166); later calls only replace handler_conf.
+--     It lives until it is empty, then the next enqueue creates a new one with the config of that moment.
+--     3.9's concurrency_limit = -1 keeps no queue: every entry gets its own, and its own timer (:516-528).
+--   The handler's failure is retried until now() - (time of the first attempt) > max_retry_time, then the
+--     batch is dropped with only a log line (3.9 :339-373, 3.4 :260-291); 3.4 calls the handler without
+--     pcall (an error kills the queue's timer and the queue with it).
+--   Full queues drop their OLDEST entry with one log line; with max_bytes set, non-string entries log an
+--     error on every enqueue (3.9 :531-609, 3.4 :383-431).
+-- So this module bounds each queue itself (max_entries, max_bytes) BEFORE Kong's queue would drop anything,
+-- counts every drop, gives each queue a handler bound to the parameters that queue was created with (a
+-- config change never makes the plugin apply another queue's max_retry_time or max_entries), makes the
+-- handler unable to raise, and, with max_bytes, queues the encoded event (a string) as Kong requires.
+local Queue = require("kong.tools.queue")
+local workspaces_ok, workspaces = pcall(require, "kong.workspaces")
+
+local ngx = ngx
+local pcall, type, setmetatable = pcall, type, setmetatable
+
+local _M = {}
+local mt = { __index = _M }
+
+local DEFAULT_MAX_ENTRIES, DEFAULT_MAX_RETRY_TIME = 10000, 60 -- kong/tools/queue_schema.lua
+
+--- plugin_name: for get_plugin_params; ledger: authwire.ledger; encode_batch(entries) -> list of encoded
+--- events; encode_one(entry) -> encoded event; report(conf, encoded, unreported) -> response | nil, err.
+function _M.new(plugin_name, ledger, encode_batch, encode_one, report)
+  return setmetatable({ plugin_name = plugin_name, ledger = ledger, encode_batch = encode_batch,
+                        encode_one = encode_one, report = report, states = {} }, mt)
+end
+
+-- kong/tools/queue.lua _make_queue_key / make_queue_key: queues are per workspace
+local function key_of(name)
+  local ws = workspaces_ok and workspaces.get_workspace_id() or nil
+  return (ws or "") .. "." .. name
+end
+
+local function release(st, entries)
+  st.pending = st.pending - #entries
+  if st.max_bytes then
+    for i = 1, #entries do
+      local e = entries[i]
+      st.bytes = st.bytes - (type(e) == "string" and #e or 0)
+    end
+  end
+end
+
+local function deliver(self, conf, entries, encoded)
+  encoded = encoded or self.encode_batch(entries)
+  local resp, err = self.report(conf, encoded, self.ledger.unreported)
+  return resp, err, encoded
+end
+
+-- One attempt at a batch, as Kong's queue calls it. Never raises; true exactly on success.
+local function attempt(self, st, conf, entries)
+  local ledger = self.ledger
+  local first = ngx.now() -- the queue's start_time on a first attempt: nothing yields between the two
+  local n = #entries
+  local key = entries[1]
+  local f = st.failing[key]
+  local ok, resp, err, encoded = pcall(deliver, self, conf, entries, f and f.encoded)
+  if ok and resp then
+    st.failing[key] = nil
+    release(st, entries)
+    ledger:delivered(n, resp)
+    return true
+  end
+  if not ok then
+    err = resp
+    ledger:warn_limited("authwire: sending a batch failed: ", err)
+  end
+  ledger:send_failed()
+  -- The queue gives this batch up right after we return (the same ngx.now(): no yield in between) once
+  -- now - start > its max_retry_time: count that drop here, with that queue's own max_retry_time.
+  local started = f and f.started or first
+  if ngx.now() - started > st.max_retry_time then
+    st.failing[key] = nil
+    release(st, entries)
+    ledger:given_up(n)
+  elseif f then
+    f.encoded = encoded or f.encoded
+  else
+    st.failing[key] = { started = started, encoded = encoded } -- retries send the same bytes
+  end
+  return false, err or "failed"
+end
+
+local function same_params(st, qc)
+  return st.max_entries == (qc.max_entries or DEFAULT_MAX_ENTRIES)
+    and st.max_retry_time == (qc.max_retry_time or DEFAULT_MAX_RETRY_TIME)
+    and st.max_bytes == qc.max_bytes and st.concurrency_limit == qc.concurrency_limit
+end
+
+-- The state of the queue this enqueue goes to: the existing queue's (Kong keeps its parameters and our
+-- handler bound to them), or a new one with the parameters of this config.
+local function state(self, qc)
+  local key = key_of(qc.name)
+  local st = self.states[key]
+  if st and (Queue.exists(qc.name) or same_params(st, qc)) then
+    return st
+  end
+  st = { max_entries = qc.max_entries or DEFAULT_MAX_ENTRIES,
+         max_retry_time = qc.max_retry_time or DEFAULT_MAX_RETRY_TIME,
+         max_bytes = qc.max_bytes, concurrency_limit = qc.concurrency_limit,
+         pending = 0, bytes = 0, failing = setmetatable({}, { __mode = "k" }) }
+  st.handler = function(conf, entries)
+    return attempt(self, st, conf, entries)
+  end
+  self.states[key] = st
+  return st
+end
+
+--- Queue one captured event for the plugin instance configured by `conf`. Counts every drop; may raise only
+--- on a programming error (the caller guards the log phase).
+function _M:enqueue(conf, captured)
+  local ledger = self.ledger
+  local qc = Queue.get_plugin_params(self.plugin_name, conf)
+  local st = state(self, qc)
+  if st.pending >= st.max_entries then
+    ledger:queue_full("authwire: ", st.pending, " events pending (sidecar slow or down); dropping new events")
+    return
+  end
+  local entry, size = captured, 0
+  if st.max_bytes then
+    local ok, bytes = pcall(self.encode_one, captured)
+    if not ok or type(bytes) ~= "string" then
+      ledger:encode_failed(ok and "no bytes" or bytes)
+      return
+    end
+    entry, size = bytes, #bytes
+    if st.bytes + size > st.max_bytes then
+      ledger:queue_full("authwire: queue.max_bytes (", st.max_bytes, ") reached; dropping new events")
+      return
+    end
+  end
+  local ok, queued, qerr = pcall(Queue.enqueue, qc, st.handler, conf, entry)
+  if not ok or not queued then
+    ledger:queue_full("authwire: cannot queue the event: ", ok and qerr or queued)
+    return
+  end
+  st.pending = st.pending + 1
+  st.bytes = st.bytes + size
+  ledger:queued()
+end
+
+--- Events pending per queue (for tests and stats).
+function _M:pending()
+  local out = {}
+  for key, st in pairs(self.states) do
+    out[key] = st.pending
+  end
+  return out
+end
+
+return _M
