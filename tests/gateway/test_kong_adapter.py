@@ -523,3 +523,37 @@ def test_sidecar_outage_is_counted_and_reporting_resumes(kong_home, nginx_availa
         finally:
             if sidecar is not None:
                 sidecar.kill()
+
+
+def test_concurrent_queues_count_every_drop_once(kong_home, nginx_available, short_tmp):
+    """Item 11: one queue per plugin instance, their handlers run concurrently; drops are told exactly once."""
+    with Kong(short_tmp, queue={"max_entries": 6, "max_batch_size": 2}) as kong:
+        sidecar = None
+        try:
+            for i in range(30):  # both instances (global, and /key2/'s own) drop while the sidecar is down
+                kong.get(f"/key/c{i}", {"apikey": API_KEY})
+                kong.get(f"/key2/c{i}", {"x-api-key": "kong-wrong-key-0207"})
+            assert len(kong.stats()["queues"]) == 2
+            sidecar = start_gw_sidecar(short_tmp)
+            for i in range(60):  # several batches of both queues in flight at once
+                kong.get(f"/key/r{i}", {"apikey": API_KEY})
+                kong.get(f"/key2/r{i}", {"x-api-key": "kong-wrong-key-0207"})
+
+            def settled():
+                s = kong.stats()
+                drops = gateway_drops(sidecar)
+                counts = [v for v in s.values() if isinstance(v, int)] + list(s["untold"].values())
+                assert min(drops.values()) >= 0 and min(counts) >= 0, (s, drops)
+                return s["pending"] == 0 and drops == {
+                    "queue_full": s["dropped_queue_full"], "send_failed": s["dropped_send_failed"],
+                    "encode_failed": s["encode_errors"]} and s
+
+            try:
+                s = wait_until(settled, 30, "drops told once, nothing pending", interval=0.3)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: plugin {kong.stats()}, sidecar {gateway_drops(sidecar)}") from None
+            assert s["dropped_queue_full"] > 0
+            assert s["queued"] == s["sent"] + s["dropped_send_failed"]
+        finally:
+            if sidecar is not None:
+                sidecar.kill()

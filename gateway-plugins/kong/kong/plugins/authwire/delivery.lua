@@ -25,8 +25,10 @@ local mt = { __index = _M }
 
 local DEFAULT_MAX_ENTRIES, DEFAULT_MAX_RETRY_TIME = 10000, 60 -- kong/tools/queue_schema.lua
 
---- plugin_name: for get_plugin_params; ledger: authwire.ledger; encode_batch(entries) -> list of encoded
---- events; encode_one(entry) -> encoded event; report(conf, encoded, unreported) -> response | nil, err.
+--- plugin_name: for get_plugin_params; ledger: authwire.ledger; encode_batch(entries) -> the batch's
+--- encoded events (kept for retries); encode_one(entry) -> one encoded event; report(conf, encoded,
+--- unreported) -> response | nil, err (grpc_web_client.report_batch: it claims the untold drops, so
+--- handlers of several queues running at once never tell the same drop twice).
 function _M.new(plugin_name, ledger, encode_batch, encode_one, report)
   return setmetatable({ plugin_name = plugin_name, ledger = ledger, encode_batch = encode_batch,
                         encode_one = encode_one, report = report, states = {} }, mt)

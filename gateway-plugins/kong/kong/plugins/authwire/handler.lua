@@ -90,8 +90,9 @@ local function encode_failed(err)
   ledger:encode_failed(err)
 end
 
+-- the events part of one ReportRequest, framed once: retries send these bytes again
 local function encode_batch(entries)
-  return protobuf.encode_each(entries, entry_bytes, encode_failed)
+  return protobuf.frame_events(protobuf.encode_each(entries, entry_bytes, encode_failed))
 end
 
 local delivery = delivery_mod.new("authwire", ledger, encode_batch, to_bytes, client.report_batch)
