@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	@$(PY) -m pip install -q --upgrade 'pip>=24'
 	@$(PY) -m pip install -q -e '.[test]'
+	@# xds-protos ships a stale copy of opentelemetry/proto/* over opentelemetry-proto's (grpc/grpc#42926):
+	@# reinstall the real one last so OTLP export gets current LogRecord/ScopeLogs descriptors.
+	@$(PY) -m pip install -q --force-reinstall --no-deps "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	@touch $(STAMP)
 
 run: setup

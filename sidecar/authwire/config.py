@@ -56,6 +56,20 @@ class Config:
     # --- HTTP listener, metrics and export (operations) ---
     http_listen: list[str] = _opt(["127.0.0.1:9182"], "HTTP listen address (metrics, health, JSON API, "
                                                       "web view): HOST:PORT or unix:/path; 'off' disables")
+    otlp_endpoint: str = _opt("", "export every record (and alert) as an OTLP log to this collector's OTLP/gRPC "
+                                  "receiver, HOST:PORT; empty = off")
+    otlp_insecure: bool = _opt(False, "plaintext gRPC to a non-loopback OTLP endpoint (default: TLS there; "
+                                      "loopback endpoints are plaintext unless a CA or client cert is given)")
+    otlp_ca_file: str = _opt("", "PEM CA bundle to verify the OTLP collector (default: system roots)")
+    otlp_cert_file: str = _opt("", "PEM client certificate for mTLS to the OTLP collector (with --otlp-key-file)")
+    otlp_key_file: str = _opt("", "PEM private key of --otlp-cert-file")
+    otlp_headers: list[str] = _opt([], "KEY=VALUE gRPC metadata sent with every OTLP export (repeatable; "
+                                       "e.g. authorization=Bearer ...); values are never logged")
+    otlp_queue_records: int = _opt(50_000, "records held for OTLP export while the collector is slow or down; "
+                                           "beyond this, new ones are dropped and counted")
+    otlp_batch_records: int = _opt(1000, "records per OTLP Export call")
+    otlp_timeout: float = _opt(10.0, "seconds one OTLP Export call may take")
+    otlp_compression: str = _opt("none", "OTLP gRPC compression: none or gzip")
     #
     # --- detections ---
     detections: list[str] = _opt(["stack_stuffing", "credential_replay", "ua_stack_mismatch",
@@ -172,6 +186,11 @@ def _check(config: Config) -> None:
     from authwire.detect.settings import check as check_detections  # detect imports this module
 
     check_detections(config)
+    from authwire.export.otlp_settings import OtlpSettingError, from_config
+    try:
+        from_config(config)
+    except OtlpSettingError as exc:
+        raise ConfigError(str(exc)) from None
     for setting in ("listen", "grpc_web_listen", "http_listen"):
         for address in getattr(config, setting):
             try:

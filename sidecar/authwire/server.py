@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from authwire import access
-from authwire.config import Config, parse_duration, token_path
+from authwire.config import Config, ConfigError, parse_duration, token_path
 from authwire.counters import Counters
 from authwire.detect import settings as detect_settings
 from authwire.detect.engine import DetectionEngine, alerts_jsonl_path
@@ -89,6 +89,16 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
         running.push_async_callback(asyncio.to_thread, inspector.stop)  # tc detach: pyroute2 again
     table = inspector.table if inspector is not None else None
     jsonl = JsonlSink(config.jsonl, config.jsonl_max_bytes, config.jsonl_keep, counters) if config.jsonl else None
+    # OTLP export: started before the detections and the pipeline, so closed after both (LIFO) with their
+    # last records and alerts.
+    from authwire.export import otlp
+    from authwire.export.otlp_settings import OtlpSettingError
+    try:
+        exporter = await otlp.start(config, counters)
+    except OtlpSettingError as exc:
+        raise ConfigError(str(exc)) from None
+    if exporter is not None:
+        running.push_async_callback(exporter.close)
     # Detections (issue 12): after the ack, in their own task; closed after the pipeline (LIFO) so they see
     # its last batches.
     alert_store = AlertStore(alerts_path(config.db))
@@ -105,6 +115,8 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     pipeline = Pipeline(store, Joiner(table, config.join_wait, counters), counters, jsonl)
     if detector is not None:
         pipeline.subscribe(detector.submit, name="detect")
+    if exporter is not None:
+        exporter.subscribe(pipeline, detector)
     pipeline.start()
     running.push_async_callback(pipeline.close)
 
@@ -140,7 +152,8 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
         http = HttpListener(config.http_listen, token)
         # Stages add their routes here (export: /metrics; query: the JSON API and the web view).
         from authwire.export import metrics
-        metrics.register(http, counters, store, inspector, inspector_status, pipeline)
+        metrics.register(http, counters, store, inspector, inspector_status, pipeline,
+                         gauges=[exporter.gauges] if exporter is not None else [])
         from authwire.query import http_api
         http_api.register(http, store, counters, inspector=inspector, inspector_status=inspector_status,
                           stats=lambda: query_service.Stats(query_pb2.StatsRequest(), None))
