@@ -256,3 +256,52 @@ def test_header_parser_never_echoes_a_value(items):
             _, sep, value = item.partition("=")
             if sep and len(value) > 3 and value not in item.partition("=")[0]:
                 assert value not in str(exc)
+
+
+def test_alerts_are_exported_as_authwire_alert_log_records():
+    import asyncio
+
+    from authwire.counters import Counters
+    from authwire.export.otlp import OtlpExporter
+    from authwire.export.otlp_settings import OtlpSettings
+
+    receiver = LogsReceiver().start()
+    alert = record_pb2.Alert(id="a-1", detection="stack_stuffing", severity=record_pb2.ALERT_SEVERITY_CRITICAL,
+                             summary="42 failed logins from one TCP stack across 12 IPs", key="stack=4:64:x",
+                             request_ids=["r1", "r2"], clients=["192.0.2.7", "192.0.2.8"], stack="4:64:x/hops=0",
+                             evidence={"failures": 42, "distinct_ips": 12})
+    alert.time.FromSeconds(1_700_000_000)
+    alert.client.ip = "192.0.2.7"
+    counters = Counters()
+
+    class Detector:  # the hook's shape (authwire.detect.engine.DetectionEngine.subscribe_alerts)
+        def subscribe_alerts(self, callback, name=None):
+            self.callback = callback
+
+    class Pipeline:
+        def subscribe(self, callback, name=None):
+            self.callback = callback
+
+    async def scenario() -> None:
+        exporter = OtlpExporter(OtlpSettings(f"127.0.0.1:{receiver.port}", "127.0.0.1", receiver.port, tls=False),
+                                counters)
+        await exporter.start()
+        detector, pipeline = Detector(), Pipeline()
+        exporter.subscribe(pipeline, detector)
+        detector.callback(alert, True)
+        await asyncio.to_thread(wait_until, lambda: receiver.count() == 1, 20, "the alert to arrive")
+        await exporter.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        receiver.stop()
+    got = receiver.received[0]
+    assert got.record.event_name == "authwire.alert" and got.record.severity_text == "ERROR"
+    assert got.record.body.string_value == alert.summary
+    a = got.attributes
+    assert a["authwire.alert.id"] == "a-1" and a["authwire.alert.detection"] == "stack_stuffing"
+    assert a["authwire.alert.new"] is True and a["client.address"] == "192.0.2.7"
+    assert a["authwire.alert.request_ids"] == ["r1", "r2"] and a["authwire.alert.evidence.failures"] == 42.0
+    assert got.resource["service.name"] == "authwire"
+    assert counters.get("otlp.exported", "logs") == 1

@@ -230,29 +230,41 @@ def log_record(record: record_pb2.EnrichedRecord) -> logs_pb2.LogRecord:
         body=common_pb2.AnyValue(string_value=record_body(event)), attributes=key_values(pairs))
 
 
+def _strings(key: str, values: Iterable[str]) -> common_pb2.KeyValue:
+    return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(array_value=common_pb2.ArrayValue(
+        values=[common_pb2.AnyValue(string_value=v) for v in values])))
+
+
 def alert_log_record(alert: record_pb2.Alert, new: bool) -> logs_pb2.LogRecord:
-    """An alert as a LogRecord (event authwire.alert); an update of the same alert id comes again."""
+    """An alert as a LogRecord (event authwire.alert); an update of the same alert id comes again (new=False).
+
+    Alerts are rare next to records, so this path builds messages directly.
+    """
     severity = {record_pb2.ALERT_SEVERITY_CRITICAL: (logs_pb2.SEVERITY_NUMBER_ERROR, "ERROR"),
                 record_pb2.ALERT_SEVERITY_WARNING: SEVERITY_WARN}.get(alert.severity, SEVERITY_INFO)
-    pairs: list[tuple[str, Value]] = [("authwire.alert.id", alert.id), ("authwire.alert.detection", alert.detection),
-                                      ("authwire.alert.severity", short_enum(record_pb2.AlertSeverity,
-                                                                             alert.severity)),
-                                      ("authwire.alert.new", new)]
+    pairs: list[tuple[str, Value]] = [
+        ("authwire.alert.id", alert.id), ("authwire.alert.detection", alert.detection),
+        ("authwire.alert.severity", short_enum(record_pb2.AlertSeverity, alert.severity)),
+        ("authwire.alert.new", new)]
     if alert.client.ip:
         pairs.append(("client.address", alert.client.ip))
-    fields = alert.DESCRIPTOR.fields_by_name
-    if "key" in fields and alert.key:
-        pairs.append(("authwire.alert.key", alert.key))
-    values = [common_pb2.AnyValue(string_value=r) for r in alert.request_ids]
+        if alert.client.port:
+            pairs.append(("client.port", alert.client.port))
+    for key, value in (("authwire.alert.key", alert.key), ("authwire.alert.stack", alert.stack)):
+        if value:
+            pairs.append((key, value))
+    for key, ts in (("authwire.alert.first_time", alert.first_time), ("authwire.alert.last_time", alert.last_time)):
+        if alert.HasField(key.rsplit(".", 1)[1]):
+            pairs.append((key, ts.ToJsonString()))
+    pairs += [(f"authwire.alert.evidence.{name}", float(v)) for name, v in sorted(alert.evidence.items())]
     attrs = key_values(pairs)
-    if values:
-        attrs.append(common_pb2.KeyValue(key="authwire.alert.request_ids", value=common_pb2.AnyValue(
-            array_value=common_pb2.ArrayValue(values=values))))
-    if "clients" in fields and alert.clients:
-        attrs.append(common_pb2.KeyValue(key="authwire.alert.clients", value=common_pb2.AnyValue(
-            array_value=common_pb2.ArrayValue(values=[common_pb2.AnyValue(string_value=c) for c in alert.clients]))))
-    when = alert.updated_time if "updated_time" in fields and alert.HasField("updated_time") else alert.time
-    return logs_pb2.LogRecord(time_unix_nano=when.ToNanoseconds(), observed_time_unix_nano=when.ToNanoseconds(),
+    for key, values in (("authwire.alert.request_ids", alert.request_ids), ("authwire.alert.clients", alert.clients),
+                        ("authwire.alert.connection_uids", alert.connection_uids),
+                        ("authwire.alert.credentials", alert.credentials), ("authwire.alert.blocked", alert.blocked)):
+        if values:
+            attrs.append(_strings(key, values))
+    when = alert.updated_time if alert.HasField("updated_time") else alert.time
+    return logs_pb2.LogRecord(time_unix_nano=alert.time.ToNanoseconds(), observed_time_unix_nano=when.ToNanoseconds(),
                               severity_number=severity[0], severity_text=severity[1], event_name=ALERT_EVENT,
                               body=common_pb2.AnyValue(string_value=alert.summary), attributes=attrs)
 
