@@ -88,6 +88,17 @@ class Sidecar:
             raise AssertionError(f"authwire {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result
 
+    def token(self) -> str:
+        """The bearer token TCP listeners require (serve creates it: --token-file, else `token` beside the db)."""
+        from authwire.access import load_token
+
+        args = self.args
+        path = args[args.index("--token-file") + 1] if "--token-file" in args else self.db.parent / "token"
+        return load_token(path).value
+
+    def auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 

@@ -6,6 +6,8 @@ requires (loopback included: on a shared host any local user can connect to 127.
 - Clients send `authorization: Bearer <token>` (gRPC metadata, gRPC-Web and HTTP headers alike).
 - Comparison is constant-time; the token is never logged nor echoed (only the file's path is).
 - Unix sockets rely on their file mode and need no token.
+- token_file = "off" disables tokens: serve then refuses every TCP listener that accepts reports or serves
+  records (gRPC, gRPC-Web, HTTP), naming it, and listens on unix sockets only.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import os
 import secrets
 from pathlib import Path
 
+import grpc
+
 TOKEN_BYTES = 32
+DEFAULT_TOKEN_FILE = "/var/lib/authwire/token"  # beside the default store
 MAX_TOKEN_FILE = 4096
 
 
@@ -90,7 +95,106 @@ def load_or_create_token(path: str | Path) -> BearerToken:
     return load_token(p)
 
 
+TOKEN_OFF = "off"
+
+
 def client_token(path: str | Path | None = None) -> str | None:
     """For clients (CLI, tools): the token from path or AUTHWIRE_TOKEN_FILE, or None when neither is set."""
     path = path or os.environ.get("AUTHWIRE_TOKEN_FILE")
-    return load_token(path).value if path else None
+    return load_token(path).value if path and str(path) != TOKEN_OFF else None
+
+
+# gRPC methods any peer may call: the health check carries no record data.
+OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+class GrpcAccess(grpc.aio.ServerInterceptor):
+    """The access rule on the gRPC server: a TCP peer must send `authorization: Bearer <token>` metadata for
+    every method but the health check (Ingest, Query, Envoy's ALS and any service added later); a unix-socket
+    peer is let through, the socket's file mode having decided who could connect.
+
+    Denials are UNAUTHENTICATED, counted as `access.denied{grpc}`; the presented value is never logged.
+    With token None (token_file = "off") serve refuses TCP listeners before this is ever asked.
+    """
+
+    def __init__(self, token: BearerToken | None, counters=None) -> None:
+        self.token = token
+        self.counters = counters
+
+    async def _check(self, context: grpc.aio.ServicerContext) -> None:
+        if context.peer().startswith("unix:"):
+            return
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and self.token is not None and self.token.matches_authorization(value):
+                return
+        if self.counters is not None:
+            self.counters.inc("access.denied", "grpc")
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                            "send metadata authorization: Bearer <token> (the sidecar's --token-file), "
+                            "or connect over its unix socket")
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(OPEN_GRPC_PREFIXES):
+            return handler
+        check = self._check
+        des, ser = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request, context):
+                await check(context)
+                return await inner_uu(request, context)
+            return grpc.unary_unary_rpc_method_handler(unary_unary, des, ser)
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(request_iterator, context):
+                await check(context)
+                return await inner_su(request_iterator, context)
+            return grpc.stream_unary_rpc_method_handler(stream_unary, des, ser)
+        inner = handler.unary_stream or handler.stream_stream
+
+        async def streaming(request, context):
+            await check(context)
+            async for response in inner(request, context):
+                yield response
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(streaming, des, ser)
+        return grpc.stream_stream_rpc_method_handler(streaming, des, ser)
+
+
+class _BearerMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                      grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Client side: adds `authorization: Bearer <token>` to every call of a channel."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = (("authorization", f"Bearer {token}"),)
+
+    def _details(self, details):
+        return details._replace(metadata=tuple(details.metadata or ()) + self._metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+
+def client_channel(server: str, token_file: str | Path | None = None, **kwargs) -> grpc.Channel:
+    """A channel to the sidecar that sends the token on TCP (token_file, else AUTHWIRE_TOKEN_FILE, else the
+    default `/var/lib/authwire/token` when readable); on a unix socket the file mode decides and no token
+    is read."""
+    channel = grpc.insecure_channel(server, **kwargs)
+    if server.startswith("unix:"):
+        return channel
+    token = client_token(token_file)
+    if token is None and os.access(DEFAULT_TOKEN_FILE, os.R_OK):
+        token = load_token(DEFAULT_TOKEN_FILE).value
+    return grpc.intercept_channel(channel, _BearerMetadata(token)) if token else channel

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from typing import TextIO
@@ -14,6 +15,7 @@ from typing import TextIO
 import grpc
 from google.protobuf import json_format
 
+from authwire import access
 from authwire import config as config_mod
 from authwire.access import AccessError
 from authwire.query import filters, render
@@ -53,6 +55,9 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default=os.environ.get("AUTHWIRE_SERVER", config_mod.DEFAULT_SERVER),
                    help="sidecar gRPC address, unix:/path or HOST:PORT (env AUTHWIRE_SERVER; default "
                         f"{config_mod.DEFAULT_SERVER})")
+    p.add_argument("--token-file", default=None,
+                   help="bearer token file the sidecar requires on TCP (env AUTHWIRE_TOKEN_FILE; default "
+                        f"{access.DEFAULT_TOKEN_FILE} when readable); not read for a unix: server")
 
 
 def _add_format(p: argparse.ArgumentParser, choices=render.FORMATS) -> None:
@@ -119,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _channel(server: str) -> grpc.Channel:
-    return grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    """Sends the bearer token on TCP (--token-file / AUTHWIRE_TOKEN_FILE; see authwire.access)."""
+    return access.client_channel(server, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
 
 
 def _read_events(path: str) -> Iterator[tuple[int, auth_event_pb2.AuthEvent | None, str]]:
@@ -178,6 +184,8 @@ def cmd_query(args: argparse.Namespace, out: TextIO) -> int:
             result = Store(args.db, read_only=True).query(request.filters, request.limit, "", group_by)
         except (QueryError, FileNotFoundError) as exc:
             raise CliError(str(exc)) from None
+        except sqlite3.Error as exc:  # e.g. a store in a directory this user cannot write (WAL needs -shm)
+            raise CliError(f"--db {args.db}: cannot read the store: {exc}") from None
         records, groups = result.records, result.groups
     else:
         response = query_pb2_grpc.QueryStub(_channel(args.server)).Query(request, timeout=60)
@@ -329,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
+    if getattr(args, "token_file", None) and args.command != "serve":
+        os.environ["AUTHWIRE_TOKEN_FILE"] = args.token_file  # every client channel of this run sends it
     out = sys.stdout
     try:
         if args.command == "serve":

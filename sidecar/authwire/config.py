@@ -51,7 +51,18 @@ class Config:
     log_level: str = _opt("info", "debug, info, warning or error")
     # --- access (hardening): tokens, TLS, limits ---
     token_file: str = _opt("", "bearer token file for TCP listeners (created 0600 if missing; "
-                               "default: 'token' beside the store)")
+                               "default: 'token' beside the store; 'off': no token, unix sockets only)")
+    grpc_max_message_bytes: int = _opt(4 * 1024 * 1024, "gRPC: largest request message accepted")
+    grpc_max_concurrent_rpcs: int = _opt(256, "gRPC: calls handled at once, all connections together "
+                                              "(more get RESOURCE_EXHAUSTED)")
+    grpc_max_streams_per_connection: int = _opt(64, "gRPC: concurrent streams per HTTP/2 connection")
+    grpc_idle_timeout: float = _opt(300.0, "gRPC: seconds an idle connection is kept")
+    grpc_web_max_body_bytes: int = _opt(4 * 1024 * 1024, "gRPC-Web: largest request body accepted")
+    grpc_web_max_connections: int = _opt(256, "gRPC-Web: open connections at once (more are closed)")
+    grpc_web_max_in_flight: int = _opt(32, "gRPC-Web: request bodies read or handled at once")
+    grpc_web_header_timeout: float = _opt(10.0, "gRPC-Web: seconds for a request's headers; also the "
+                                                "keep-alive idle limit")
+    grpc_web_body_timeout: float = _opt(30.0, "gRPC-Web: seconds for a request's body")
     #
     # --- HTTP listener, metrics and export (operations) ---
     http_listen: list[str] = _opt(["127.0.0.1:9182"], "HTTP listen address (metrics, health, JSON API, "
@@ -183,6 +194,13 @@ def _check(config: Config) -> None:
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level: {config.log_level!r} is not debug, info, warning or error")
     parse_duration(config.retention_age)
+    for name in ("grpc_max_message_bytes", "grpc_max_concurrent_rpcs", "grpc_max_streams_per_connection",
+                 "grpc_web_max_body_bytes", "grpc_web_max_connections", "grpc_web_max_in_flight"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name}: {getattr(config, name)} must be at least 1")
+    for name in ("grpc_idle_timeout", "grpc_web_header_timeout", "grpc_web_body_timeout"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name}: {getattr(config, name)} must be more than 0 seconds")
     from authwire.detect.settings import check as check_detections  # detect imports this module
 
     check_detections(config)

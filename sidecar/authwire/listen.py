@@ -7,7 +7,11 @@ the token (any local user can connect), anything else needs the token or mTLS an
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import ipaddress
+import os
+import stat
 from dataclasses import dataclass
 
 
@@ -54,3 +58,54 @@ def parse_listen_address(address: str, setting: str) -> ListenAddress:
     if not host:
         raise ValueError(f"{setting} {address!r}: empty host (use 0.0.0.0 or [::] for every address)")
     return ListenAddress(address, "tcp", host=host, port=port)
+
+
+class ListenerInUse(OSError):
+    """Another process holds this listen address; the message names it."""
+
+
+class ListenerLock:
+    """An exclusive claim on one unix socket path, held for the life of the process.
+
+    A lock file beside the socket (`PATH.lock`, flock'd, never removed: removing a lock file races with
+    the next taker) decides who owns PATH, so a second `authwire serve` cannot delete a running one's
+    socket. Only a socket is ever unlinked at PATH (the stale one of a crashed run), never another file.
+    TCP needs no file: no listener sets SO_REUSEPORT, so the kernel refuses a second bind of the same
+    host:port (wildcard included) and the bind error names the address.
+    """
+
+    def __init__(self, address: ListenAddress, setting: str) -> None:
+        self.address = address
+        self._fd: int | None = None
+        if not address.is_unix:
+            return
+        path = address.path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        lock_path = path + ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ListenerInUse(errno.EADDRINUSE, f"{setting} {address.text}: in use by another authwire serve "
+                                f"(it holds {lock_path}); stop it or choose another path") from None
+        self._fd = fd
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            self.release()
+            raise ListenerInUse(errno.EEXIST, f"{setting} {address.text}: {path} exists and is not a socket; "
+                                "not removing it (choose another path or remove it yourself)")
+        os.unlink(path)  # a stale socket: we hold the lock, so no live sidecar is behind it
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def claim(address: str, setting: str) -> ListenerLock:
+    """Parse address and claim it (see ListenerLock); raises ValueError or ListenerInUse naming it."""
+    return ListenerLock(parse_listen_address(address, setting), setting)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -20,14 +21,15 @@ from authwire.detect import settings as detect_settings
 from authwire.detect.engine import DetectionEngine, alerts_jsonl_path
 from authwire.detect.query_service import AlertQueries
 from authwire.ingest import envoy_als
-from authwire.ingest.grpc_service import IngestService
+from authwire.ingest import grpc_service as ingest_service
 from authwire.join.joiner import Joiner
+from authwire.listen import ListenerLock, claim
 from authwire.pipeline import Pipeline
 from authwire.query.grpc_service import QueryService
 from authwire.store.alerts import AlertStore, alerts_path
 from authwire.store.jsonl import JsonlSink
 from authwire.store.record_store import Store
-from authwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
+from authwire.v1 import ingest_pb2, query_pb2, query_pb2_grpc
 
 log = logging.getLogger("authwire")
 
@@ -36,14 +38,47 @@ SHUTDOWN_GRACE_SECONDS = 5
 
 
 def bind(server: grpc.aio.Server, address: str) -> None:
-    """unix:/path (created 0660, parent made) or HOST:PORT; raises OSError naming the address."""
-    if address.startswith("unix:"):
-        path = Path(address[len("unix:"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a stale socket from a crashed run
-    if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
-        raise OSError(f"cannot listen on {address} (in use, or not a local address?)")
+    """unix:/path (claimed first: authwire.listen) or HOST:PORT; raises OSError naming the address."""
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpc >= 1.5x raises instead of returning 0
+        bound = 0
+    if bound == 0 and not address.startswith("unix:"):
+        raise OSError(errno.EADDRINUSE, f"listen {address}: cannot listen (in use by another process, "
+                                        "or not a local address?)")
+
+
+def load_access(config: Config) -> access.BearerToken | None:
+    """The bearer token, or None with token_file = "off" — then every TCP listener that accepts reports or
+    serves records is refused, named, and serve listens on unix sockets only."""
+    if config.token_file.strip().lower() == access.TOKEN_OFF:
+        tcp = [f"{setting} {a}" for setting in ("listen", "grpc_web_listen", "http_listen")
+               for a in getattr(config, setting) if not a.startswith("unix:")]
+        if tcp:
+            raise ConfigError(f"token_file = off, but these TCP listeners would let any local user read or "
+                              f"forge records: {', '.join(tcp)}; give them a token file or use unix sockets")
+        return None
+    try:
+        return access.load_or_create_token(token_path(config))
+    except access.AccessError as exc:
+        raise ConfigError(f"token_file: {exc}") from None
+
+
+def claim_listeners(config: Config) -> list[ListenerLock]:
+    """Claim every unix socket path before anything else starts, so a second sidecar stops here, naming
+    the address, without touching the running one's sockets (TCP: the bind itself refuses)."""
+    return [claim(a, setting) for setting in ("listen", "grpc_web_listen", "http_listen")
+            for a in getattr(config, setting)]
+
+
+def grpc_options(config: Config) -> list[tuple[str, int]]:
+    return [
+        ("grpc.so_reuseport", 0),  # a second sidecar on the same port must fail to bind, not share it
+        ("grpc.max_receive_message_length", config.grpc_max_message_bytes),
+        ("grpc.max_concurrent_streams", config.grpc_max_streams_per_connection),
+        ("grpc.max_connection_idle_ms", int(config.grpc_idle_timeout * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),  # ping floods close the connection
+    ]
 
 
 def remove_unix_sockets(addresses: list[str]) -> None:
@@ -79,6 +114,9 @@ async def serve(config: Config) -> None:
 
 async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     running.callback(log.info, "authwire stopped")  # cleanups run last-in first-out: this line comes last
+    token = load_access(config)
+    claims = claim_listeners(config)
+    running.callback(lambda: [c.release() for c in claims])
     counters = Counters()
     store = Store(config.db)
     running.callback(store.close)
@@ -120,10 +158,11 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     pipeline.start()
     running.push_async_callback(pipeline.close)
 
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 32 * 1024 * 1024)])
+    server = grpc.aio.server(options=grpc_options(config), maximum_concurrent_rpcs=config.grpc_max_concurrent_rpcs,
+                             interceptors=[access.GrpcAccess(token, counters)])
     running.callback(remove_unix_sockets, config.listen)  # LIFO: runs after server.stop, below
     running.push_async_callback(server.stop, SHUTDOWN_GRACE_SECONDS)
-    ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(pipeline), server)
+    ingest_service.add_to_server(server, pipeline, counters)
     query_service = QueryService(store, pipeline, counters, inspector, inspector_status,
                                  AlertQueries(alert_store, detector))
     query_pb2_grpc.add_QueryServicer_to_server(query_service, server)
@@ -142,11 +181,13 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
             os.chmod(address[len("unix:"):], 0o660)
 
     if config.grpc_web_listen:
-        from authwire.ingest.grpc_web import start_grpc_web
-        grpc_web = await start_grpc_web(config.grpc_web_listen, pipeline, counters)
+        from authwire.ingest.grpc_web import GrpcWebLimits, start_grpc_web
+        grpc_web = await start_grpc_web(config.grpc_web_listen, pipeline, counters, token, GrpcWebLimits(
+            max_body=config.grpc_web_max_body_bytes, max_connections=config.grpc_web_max_connections,
+            max_in_flight=config.grpc_web_max_in_flight, header_timeout=config.grpc_web_header_timeout,
+            body_timeout=config.grpc_web_body_timeout, shutdown_grace=SHUTDOWN_GRACE_SECONDS))
         running.push_async_callback(grpc_web.cleanup)
 
-    token = access.load_or_create_token(token_path(config))
     if config.http_listen:
         from authwire.http_listener import HttpListener
         http = HttpListener(config.http_listen, token)
@@ -166,7 +207,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     log.info("authwire serving gRPC on %s%s%s; store %s; token file %s; inspector: %s", ", ".join(config.listen),
              f", gRPC-Web on {', '.join(config.grpc_web_listen)}" if config.grpc_web_listen else "",
              f", HTTP on {', '.join(config.http_listen)}" if config.http_listen else "",
-             config.db, token.path, inspector_status)
+             config.db, token.path if token else "off (unix sockets only)", inspector_status)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

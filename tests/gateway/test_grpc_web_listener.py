@@ -51,6 +51,7 @@ def sidecar():
     s = start_sidecar(tmp, "--grpc-web-listen", f"127.0.0.1:{port}", "--grpc-web-listen", f"unix:{tmp}/gw.sock")
     s.web_port = port
     s.tmp = tmp
+    AUTH.update(s.auth_header())
     try:
         yield s
     finally:
@@ -58,8 +59,13 @@ def sidecar():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def post(conn: http.client.HTTPConnection, body: bytes, method: str = "Report", ctype: str = CT):
-    conn.request("POST", f"/authwire.v1.Ingest/{method}", body=body, headers={"Content-Type": ctype})
+AUTH: dict[str, str] = {}  # the module sidecar's token header, set by the fixture
+
+
+def post(conn: http.client.HTTPConnection, body: bytes, method: str = "Report", ctype: str = CT,
+         headers: dict[str, str] | None = None):
+    conn.request("POST", f"/authwire.v1.Ingest/{method}", body=body,
+                 headers={"Content-Type": ctype, **(AUTH if headers is None else headers)})
     resp = conn.getresponse()
     return resp, resp.read()
 
@@ -191,10 +197,10 @@ def test_wrong_content_type_and_unknown_method(sidecar):
     before = counters(sidecar)
     conn = http.client.HTTPConnection("127.0.0.1", sidecar.web_port, timeout=10)
     resp, reply = post(conn, report_body(auth_event("gw-json")), ctype="application/json")
-    assert resp.status == 415 and b"application/json" in reply
+    assert resp.status == 415 and b"application/grpc-web+proto" in reply
     resp, reply = post(conn, report_body(auth_event("gw-x")), method="Query")
     trailers = parse_reply(reply)[1]
-    assert trailers["grpc-status"] == "12" and "Query" in trailers["grpc-message"]
+    assert trailers["grpc-status"] == "12" and "ReportStream" in trailers["grpc-message"]
     after = counters(sidecar)
     for label in ("content_type", "method"):
         key = ("grpc_web.errors", label)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
+import math
 from dataclasses import dataclass
 
 import grpc
@@ -34,6 +34,9 @@ from google.protobuf import struct_pb2
 
 from authwire.config import Config
 from authwire.counters import Counters
+from authwire.ingest.decode import Malformed, SalvagedMessage, decode_als_message
+from authwire.ingest.problem_log import RateLimitedLog
+from authwire.ingest.validate import MAX_TIMESTAMP_SECONDS
 from authwire.pipeline import Pipeline, StoreUnavailable
 from authwire.v1 import auth_event_pb2 as ae
 
@@ -110,7 +113,9 @@ def _scalar(value: struct_pb2.Value | None) -> str:
         return value.string_value
     if kind == "number_value":
         n = value.number_value
-        return str(int(n)) if n == int(n) else str(n)
+        if not math.isfinite(n):
+            return ""  # NaN/Infinity: JSON has no such number, and int() of them raises
+        return str(int(n)) if n == int(n) and abs(n) < 2**63 else repr(n)
     if kind == "list_value":
         return ",".join(_scalar(v) for v in value.list_value.values)
     if kind == "bool_value":
@@ -148,8 +153,12 @@ def _jwt_parts(meta: struct_pb2.Struct | None) -> tuple[struct_pb2.Struct | None
 
 def _claims(payload: struct_pb2.Struct, header: struct_pb2.Struct | None) -> ae.JwtClaims:
     def num(key: str) -> int:
+        """A time claim in seconds; 0 when absent, not a number, not finite or outside Timestamp's range."""
         v = _struct_get(payload, key)
-        return int(v.number_value) if v is not None and v.WhichOneof("kind") == "number_value" else 0
+        if v is None or v.WhichOneof("kind") != "number_value":
+            return 0
+        n = v.number_value
+        return int(n) if math.isfinite(n) and 0 <= n <= MAX_TIMESTAMP_SECONDS else 0
 
     claims = ae.JwtClaims(iss=_scalar(_struct_get(payload, "iss"))[:256],
                           sub=_scalar(_struct_get(payload, "sub"))[:256],
@@ -270,29 +279,10 @@ def entry_to_event(entry: accesslog_pb2.HTTPAccessLogEntry, node: EnvoyNode,
 
 
 def _http_method(method: int) -> str:
-    """Envoy's RequestMethod enum -> the HTTP verb ('' when Envoy did not know it)."""
-    name = base_pb2.RequestMethod.Name(method) if method else ""
-    return "" if name == "METHOD_UNSPECIFIED" else name
-
-
-class _OncePerReason:
-    """Log a problem the first time, then at most once a minute per reason with how many were skipped."""
-
-    def __init__(self, interval: float = 60.0) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._skipped: dict[str, int] = {}
-
-    def log(self, reason: str, message: str) -> None:
-        now = time.monotonic()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval:
-            self._skipped[reason] = self._skipped.get(reason, 0) + 1
-            return
-        skipped = self._skipped.pop(reason, 0)
-        self._last[reason] = now
-        suffix = f" (and {skipped} more since the last report)" if skipped else ""
-        log.warning("envoy ALS: %s%s", message, suffix)
+    """Envoy's RequestMethod enum -> the HTTP verb ('' when Envoy did not know it, or sent a number newer
+    than our copy of the enum: proto3 enums are open)."""
+    value = base_pb2.RequestMethod.DESCRIPTOR.values_by_number.get(method) if method else None
+    return "" if value is None or value.name == "METHOD_UNSPECIFIED" else value.name
 
 
 class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
@@ -302,7 +292,7 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
         self.pipeline = pipeline
         self.consumer_key = config.consumer_header.lower()
         self.counters = counters
-        self._problems = _OncePerReason()
+        self._problems = RateLimitedLog("envoy_als")
         self._tasks: set[asyncio.Task] = set()
 
     def _unmapped(self, reason: str, message: str, n: int = 1) -> None:
@@ -315,6 +305,16 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
         in_flight: set[asyncio.Task] = set()
         self.counters.inc("envoy_als.streams")
         async for message in request_iterator:
+            if isinstance(message, Malformed):
+                # Not an access-log message at all: count it, keep the stream (Envoy does not resend).
+                self.counters.inc("envoy_als.malformed", "message")
+                self._problems.log("malformed", f"envoy ALS: {message.why}; skipped")
+                continue
+            if isinstance(message, SalvagedMessage):
+                self.counters.inc("envoy_als.malformed", "entry", message.bad_items)
+                self._problems.log("malformed_entry", f"envoy ALS: {message.bad_items} entries of a message "
+                                                      "did not parse; its other entries are kept")
+                message = message.message
             if node is None:
                 if not message.HasField("identifier"):
                     # The protocol puts the identifier in the first message; without it we still ingest.
@@ -334,7 +334,9 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
                 try:
                     events.append(entry_to_event(entry, node, self.consumer_key))
                 except Unmapped as exc:
-                    self._unmapped(exc.reason, f"entry {entry.request.request_id or '?'} skipped: {exc}")
+                    self._unmapped(exc.reason, f"envoy ALS: entry skipped: {exc}")
+                except Exception as exc:  # one odd entry costs itself only, never the stream
+                    self._unmapped("bad_entry", f"envoy ALS: entry skipped: mapping raised {type(exc).__name__}")
             if not events:
                 continue
             # Keep reading while earlier batches wait for their joins (up to join_wait each): awaiting
@@ -357,25 +359,31 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
         except StoreUnavailable as exc:
             # Envoy does not resend access logs: these are lost; say so and count them.
             self.counters.inc("envoy_als.lost", "store_unavailable", len(events))
-            self._problems.log("store_unavailable", f"{len(events)} entries lost: {exc}")
+            self._problems.log("store_unavailable", f"envoy ALS: {len(events)} entries lost: {exc}")
             return
         except Exception as exc:  # a bug must not end Envoy's stream or vanish in an unawaited task
             reason = type(exc).__name__
             self.counters.inc("envoy_als.lost", reason, len(events))
-            log.exception("envoy ALS: %d entries lost", len(events))
-            self._problems.log(reason, f"{len(events)} entries lost: {exc}")
+            self._problems.log(reason, f"envoy ALS: {len(events)} entries lost: pipeline raised {reason}",
+                               logging.ERROR)
             return
         for rejection in response.rejections:
             self._problems.log(f"rejected:{rejection.field}",
-                               f"entry rejected by validation: {rejection.field}: {rejection.reason}")
+                               f"envoy ALS: entry rejected by validation: {rejection.field}: {rejection.reason}")
 
     def _unmapped_stream_without_identifier(self) -> None:
         self.counters.inc("envoy_als.no_identifier")
-        self._problems.log("no_identifier", "stream's first message has no identifier; node left empty")
+        self._problems.log("no_identifier", "envoy ALS: stream's first message has no identifier; node left empty")
 
 
 SERVICE_NAME = als_pb2.DESCRIPTOR.services_by_name["AccessLogService"].full_name
 
 
 def add_to_server(server: grpc.aio.Server, pipeline: Pipeline, config: Config, counters: Counters) -> None:
-    als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(pipeline, config, counters), server)
+    """Register the ALS with a deserializer that never raises (authwire.ingest.decode): a bad message is
+    counted (`envoy_als.malformed`) and skipped and the stream keeps reading."""
+    service = AccessLogService(pipeline, config, counters)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        "StreamAccessLogs": grpc.stream_unary_rpc_method_handler(
+            service.StreamAccessLogs, decode_als_message, als_pb2.StreamAccessLogsResponse.SerializeToString),
+    })])

@@ -54,11 +54,26 @@ def record_row(r: record_pb2.EnrichedRecord) -> dict[str, str]:
     }
 
 
+# Terminal safety: record fields come from clients (request ids, consumers, paths, user agents). In a table
+# every C0/C1 control character, DEL and bidirectional override is shown as an escape (\x1b, \r, \u202e),
+# so no value can move the cursor, recolour or rewrite the terminal, or fake a line. JSON is exact (its
+# encoder escapes control characters itself); CSV is for programs and stays exact too.
+_UNSAFE = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A),
+           0x200E, 0x200F, 0x061C, 0x2028, 0x2029]
+_ESCAPES = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _UNSAFE}
+
+
+def safe(text: str) -> str:
+    """text with every control or bidi character escaped (for terminal output)."""
+    return text.translate(_ESCAPES) if not text.isprintable() else text
+
+
 TABLE_COLUMNS = ("time", "client", "method", "path", "status", "auth", "outcome", "reason", "consumer", "join",
                  "rtt_ms", "ttl", "mss", "os", "retrans", "request_id")
 
 
 def table(rows: Sequence[dict[str, str]], columns: Sequence[str], out: TextIO) -> None:
+    rows = [{c: safe(r.get(c, "") or "") for c in columns} for r in rows]
     widths = {c: max([len(c), *(len(r.get(c, "")) for r in rows)]) for c in columns}
     out.write("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip() + "\n")
     for r in rows:
@@ -82,7 +97,7 @@ def records(items: Iterable[record_pb2.EnrichedRecord], fmt: str, out: TextIO = 
             table(rows, TABLE_COLUMNS, out)
         else:  # a follow-up batch of `tail -f`: no header, no realigning of earlier lines
             for row in rows:
-                out.write("  ".join(row[c] or "-" for c in TABLE_COLUMNS) + "\n")
+                out.write("  ".join(safe(row[c]) or "-" for c in TABLE_COLUMNS) + "\n")
     out.flush()
 
 
