@@ -18,10 +18,12 @@ import hmac
 import json
 import os
 import socket
+import threading
 import time
 from email.utils import formatdate
 from pathlib import Path
 
+import grpc
 import jwt as pyjwt
 import nginx_process
 import pytest
@@ -557,3 +559,95 @@ def test_concurrent_queues_count_every_drop_once(kong_home, nginx_available, sho
         finally:
             if sidecar is not None:
                 sidecar.kill()
+
+
+class CaptureServer:
+    """A TCP listener that records each HTTP request the plugin sends and answers 503 (a sidecar that refuses)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.requests: list[bytes] = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data.partition(b"\r\n\r\n")[0])
+                conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_token_sent_only_when_configured_and_never_logged(kong_home, nginx_available, short_tmp):
+    token = "aw-token-secret-0211"
+    capture = CaptureServer()
+    try:
+        with Kong(short_tmp, queue={"max_batch_size": 1, "max_retry_time": 0.5}) as kong:
+            for patch, path in (({"sidecar": capture.address, "token": token}, "/open/with-token"),
+                                ({"sidecar": capture.address}, "/open/without-token")):
+                assert kong.get("/test/reconfigure?patch=" + _quote(json.dumps(patch)))[0] == 200
+                seen = len(capture.requests)
+                kong.get(path)
+                wait_until(lambda n=seen: len(capture.requests) > n, 10, f"a report for {path}")
+            log = kong.server.log_text()
+    finally:
+        capture.stop()
+    first = capture.requests[0].decode()
+    assert f"\r\nAuthorization: Bearer {token}" in first
+    assert "authorization" not in capture.requests[-1].decode().lower()  # after the token was removed
+    assert token not in log
+
+
+def grpc_call(port: int, path: str, metadata: list[tuple[str, str]]) -> grpc.RpcError | None:
+    """One unary gRPC call over h2c to nginx (what Kong's gRPC routes receive); the error Kong answered."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+        try:
+            call(b"", metadata=metadata, timeout=10)
+        except grpc.RpcError as exc:
+            return exc
+    return None
+
+
+def test_grpc_failures_carry_the_message_in_grpc_message(kong_home, nginx_available, short_tmp, gw_sidecar):
+    """Item 12: gRPC replies have no body: kong.response.exit's message travels in grpc-message, while
+    kong.response.error sends only the status's generic text (kong/pdk/response.lua send())."""
+    cases = {
+        "/jwt/grpc.Svc/BadSig": ([("authorization", "Bearer " + BAD_JWT)], R.FAILURE_REASON_BAD_SIGNATURE,
+                                 "Invalid signature", "carol-iss"),
+        "/key/grpc.Svc/Unknown": ([("apikey", "kong-wrong-key-0207")], R.FAILURE_REASON_UNKNOWN_KEY, "", ""),
+        "/basic/grpc.Svc/Missing": ([], R.FAILURE_REASON_MISSING_CREDENTIALS, "", ""),
+    }
+    with Kong(short_tmp, http2=True) as kong:
+        for path, (metadata, *_) in cases.items():
+            err = grpc_call(kong.port, path, metadata)
+            assert err is not None and err.code() == grpc.StatusCode.UNAUTHENTICATED, (path, err)
+        got = wait_paths(gw_sidecar, set(cases))
+    for path, (_, reason, message, cred) in cases.items():
+        auth = got[path].event.auth
+        assert (auth.outcome, auth.reason, auth.message, auth.credential_id) == \
+            (R.AUTH_OUTCOME_FAILURE, reason, message, cred), path
+        assert got[path].event.http.status == 401
