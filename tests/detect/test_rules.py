@@ -234,3 +234,28 @@ def test_open_alerts_are_bounded(engine):
         e.process([record(1000.0 + c, uid=f"C{c}", credential="x"), record(1000.1 + c, uid=f"C{c}", credential="y")])
     assert len(e.open_alerts()) <= 16
     assert e.counters.get("detect.alerts_forgotten", "keepalive_stuffing") == 100 - 16
+
+
+def test_gateways_that_name_no_credential_still_get_stuffing_alerts(engine):
+    # Envoy's basic_auth and jwt_authn report a rejected request without the username or subject it tried
+    e = engine(enabled=("stack_stuffing", "keepalive_stuffing"))
+    rows = stuffing(1000.0, n=30, ips=15, creds=1)
+    for r in rows:
+        r.event.auth.credential_id = ""
+    rows += [record(2000.0 + i * 0.01, uid="Cenvoy", credential="") for i in range(25)]
+    found = alerts_of(e, rows)
+    assert sorted(a.detection for a in found.values()) == ["keepalive_stuffing", "stack_stuffing"]
+    stack = next(a for a in found.values() if a.detection == "stack_stuffing")
+    assert stack.evidence["credentials_unnamed"] == 30 and "names none" in stack.summary
+    # ... but where the gateway names them, one credential from many IPs is still no stuffing
+    assert alerts_of(engine(enabled=("stack_stuffing",)), stuffing(3000.0, n=30, creds=1)) == {}
+
+
+def test_jwt_users_are_told_apart_by_subject_not_the_signing_key_id(engine):
+    # Envoy reports a JWT's kid as its credential id: the same for every user of one issuer
+    e = engine(enabled=("credential_replay",))
+    rows = [success(1000.0 + i, ip=f"10.{i}.0.1", signature=[LINUX, WINDOWS, BARE][i % 3], consumer=f"user{i}",
+                    credential="issuer-key-1", method=ae.AUTH_METHOD_JWT) for i in range(30)]
+    for r in rows:
+        r.event.auth.jwt.sub = r.event.auth.consumer
+    assert alerts_of(e, rows) == {}

@@ -5,6 +5,7 @@ Runs the real demo as a subprocess (root: namespaces + eBPF), like a newcomer wo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -63,8 +64,16 @@ def test_demo_records_every_request_and_cleans_up(tmp_path):
         assert f"joins: exact {sent}" in out, out  # every request joined to its connection
     # The store stays for the printed commands, and they work.
     db = output / "authwire.db"
+    attacks = int(re.search(r"attacks: (\d+) requests", out).group(1))
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == sent
+        assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == sent + attacks
+    # item 4 of issue 12: the demo ends with the alerts its traffic raised, each detection at least once
+    if inspector_on:  # the stack-based detections need the kernel's SYN facts
+        alerts = subprocess.run([AUTHWIRE, "alerts", "--db", str(db), "--format", "json"], capture_output=True,
+                                text=True, timeout=30, check=True).stdout
+        raised = {json.loads(line)["detection"] for line in alerts.splitlines()}
+        assert raised >= {"stack_stuffing", "keepalive_stuffing", "ua_stack_mismatch", "credential_replay"}, out
+        assert "stack_stuffing (warning)" in out or "stack_stuffing (critical)" in out, out
     command = re.search(r"(\S*authwire) query --db (\S+) --outcome failure --group-by client_ip,auth.reason", out)
     assert command, out
     result = subprocess.run([AUTHWIRE, "query", "--db", str(db), "--outcome", "failure", "--group-by",
@@ -84,9 +93,9 @@ def test_demo_cleans_up_on_sigterm(tmp_path):
         # Interrupt once the gateway namespace holds authwire serve (the point with the most to undo).
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("[2/5]") or time.monotonic() > deadline:
+            if line.startswith("[2/7]") or time.monotonic() > deadline:
                 break
-        assert any(line.startswith("[2/5]") for line in lines), "".join(lines)
+        assert any(line.startswith("[2/7]") for line in lines), "".join(lines)
         namespaces = _namespaces_of(proc.pid)
         assert namespaces, "demo namespaces should exist while it runs"
         pids = [int(p) for ns in namespaces

@@ -218,6 +218,20 @@ class Lab:
         self.clients.append(host)
         return host
 
+    def add_addresses(self, host: Host, count: int) -> list[str]:
+        """`count` more IPv4 addresses for a client on the gateway's link (10.<net>.<i>.10 and up): one host,
+        one TCP stack, many source IPs, as a NAT pool or an attacker rotating addresses has."""
+        if host.stack is None or host.stack.hops or not 1 <= count <= 200:
+            raise ValueError("extra addresses: only for a directly attached client, 1..200 of them")
+        index = self.clients.index(host) + 1
+        prefix = host.ip.rpartition(".")[0]
+        added = [f"{prefix}.{10 + j}" for j in range(count)]
+        with NetNS(host.netns) as ns:
+            i = ns.link_lookup(ifname=f"{PREFIX}{self.tag}c{index}")[0]
+            for ip in added:
+                ns.addr("add", index=i, address=ip, prefixlen=24)
+        return added
+
     def add_upstream(self) -> Host:
         ns_name = f"{PREFIX}{self.tag}up"
         self._new_ns(ns_name)

@@ -106,6 +106,31 @@ def traffic_plan(creds: DemoCredentials, rounds: int) -> dict[str, list[list[dic
     return {host: sessions * rounds for host, sessions in plan.items()}
 
 
+# --- detections (issue 12): the scanner attacks, the detections raise alerts --------------------------------
+SPOOFED_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/124.0.0.0 Safari/537.36")
+SCANNER_EXTRA_IPS = 12
+STUFFING_USERS = ["admin", "root", "test", "guest", "info", "support", "oracle", "postgres", "ubuntu", "user",
+                  "ftp", "backup", "deploy", "jenkins", "git", "demo", "web", "mysql", "pi", "sales", "dev", "ops",
+                  "mail", "api"]
+EXPECTED_DETECTIONS = ("stack_stuffing", "keepalive_stuffing", "ua_stack_mismatch", "credential_replay")
+
+
+def attack_plan(creds: DemoCredentials, stolen: str, scanner_ips: list[str]) -> dict[str, list[list[dict]]]:
+    """The scanner's attacks, each aimed at one detection; the laptop keeps using alice's token meanwhile."""
+    def req(case: str, path: str, authorization: str = "", **extra: str) -> dict[str, str]:
+        return {"case": case, "path": path, "authorization": authorization, **extra}
+
+    stuffing = [[req("stuffing (rotating IPs)", "/basic/login", basic_header(user, "Winter2024!"),
+                     source_ip=scanner_ips[i % len(scanner_ips)])] for i, user in enumerate(STUFFING_USERS)]
+    keepalive = [[req("keep-alive stuffing", "/basic/admin", basic_header(user, "123456"))
+                  for user in STUFFING_USERS + ["admin1"]]]
+    spoof = [[req("UA spoof", "/jwt/orders", "Bearer " + creds.token("mallory"), user_agent=SPOOFED_UA)]]
+    replay = [[req("replayed token", "/jwt/orders", stolen)]]
+    owner = [[req("jwt valid (alice's session)", "/jwt/orders", stolen)] for _ in range(3)]
+    return {"scanner": stuffing + keepalive + spoof + replay, "laptop": owner}
+
+
 @dataclass
 class Sent:
     host: str
@@ -113,13 +138,18 @@ class Sent:
     path: str
     status: int
     local_port: int
+    ip: str = ""
+    time: float = 0.0
 
 
 class Demo:
-    def __init__(self, output: Path, rounds: int, out=sys.stdout) -> None:
+    def __init__(self, output: Path, rounds: int, out=sys.stdout, stacks: list[ClientStack] | None = None,
+                 serve_args: list[str] | None = None) -> None:
         self.output = output
         self.rounds = rounds
         self.out = out
+        self.stacks = STACKS if stacks is None else stacks
+        self.serve_args = serve_args or []
         self.work = Path(tempfile.mkdtemp(prefix="authwire-demo-"))  # sockets + configs, removed at the end
         self.lab = Lab()
         self.children: list[subprocess.Popen] = []
@@ -134,10 +164,10 @@ class Demo:
     # --- setup ------------------------------------------------------------------------------------------
     def build_lab(self) -> None:
         self.lab.create_gateway()
-        for stack in STACKS:
+        for stack in self.stacks:
             self.lab.add_client(stack)
         upstream = self.lab.add_upstream()
-        self.say(f"[1/5] network namespaces: gateway {self.lab.gateway_ns}, upstream {upstream.ip}, clients:")
+        self.say(f"[1/7] network namespaces: gateway {self.lab.gateway_ns}, upstream {upstream.ip}, clients:")
         for host in self.lab.clients:
             s = host.stack
             assert s is not None
@@ -164,7 +194,7 @@ class Demo:
         jsonl.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "authwire", "serve", "--listen", f"unix:{self.socket}",
                 "--grpc-web-listen", "off", "--db", str(self.db), "--jsonl", str(jsonl),
-                "--join-wait", "1.0"]
+                "--join-wait", "1.0", *self.serve_args]
         for iface in self.lab.gateway_ifaces:
             argv += ["--iface", iface]
         self.sidecar = self._spawn(self.lab.argv(self.lab.gateway_ns, argv), self.output / "authwire-serve.log",
@@ -187,10 +217,10 @@ class Demo:
             time.sleep(0.1)
         stats = query_pb2_grpc.QueryStub(self.channel).Stats(query_pb2.StatsRequest(), timeout=5)
         if stats.inspector_running:
-            self.say(f"[2/5] authwire serve: kernel inspector on {', '.join(self.lab.gateway_ifaces)}; "
+            self.say(f"[2/7] authwire serve: kernel inspector on {', '.join(self.lab.gateway_ifaces)}; "
                      f"store {self.db}")
         else:
-            self.say(f"[2/5] authwire serve: WARNING kernel inspector off ({stats.inspector_status}); "
+            self.say(f"[2/7] authwire serve: WARNING kernel inspector off ({stats.inspector_status}); "
                      "records will join as INSPECTOR_OFF. `authwire doctor` says what to fix.")
         return stats
 
@@ -207,15 +237,27 @@ class Demo:
                            upstream=f"{self.lab.upstream.ip}:{UPSTREAM_PORT}", node_id="demo-gateway")
         self.envoy = EnvoyProcess(spec, creds, self.work / "envoy", netns=self.lab.gateway_ns)
         self.envoy.wait_ready()
-        self.say(f"[3/5] Envoy {envoy_version()} on :{GATEWAY_PORT} in {self.lab.gateway_ns}: "
+        self.say(f"[3/7] Envoy {envoy_version()} on :{GATEWAY_PORT} in {self.lab.gateway_ns}: "
                  "/jwt/* jwt_authn, /basic/* basic_auth, access log -> authwire (gRPC ALS)")
 
     # --- traffic ----------------------------------------------------------------------------------------
     def send_traffic(self, creds: DemoCredentials) -> list[Sent]:
-        plan = traffic_plan(creds, self.rounds)
+        sent, errors = self.run_plan(traffic_plan(creds, self.rounds))
+        counts = Counter(s.status for s in sent)
+        self.say(f"[4/7] traffic: {len(sent)} requests from {len(self.lab.clients)} hosts "
+                 f"({', '.join(f'{n}x {code}' for code, n in sorted(counts.items()))})")
+        for error in errors[:5]:
+            self.say(f"        request failed: {error}")
+        return sent
+
+    def run_plan(self, plan: dict[str, list[list[dict[str, str]]]], deadline_s: float = 30
+                 ) -> tuple[list[Sent], list[str]]:
+        """Each host of the plan runs its sessions (in parallel with the other hosts); what was sent."""
         procs: list[tuple[Host, subprocess.Popen]] = []
         for host in self.lab.clients:
-            body = {"base": f"http://{host.gateway_ip}:{GATEWAY_PORT}", "deadline_s": 30,
+            if not plan.get(host.name):
+                continue
+            body = {"base": f"http://{host.gateway_ip}:{GATEWAY_PORT}", "deadline_s": deadline_s,
                     "user_agent": f"authwire-demo/{host.name}", "sessions": plan[host.name]}
             proc = subprocess.Popen(self.lab.argv(host.netns, [sys.executable, "-m", "authwire.demo.traffic"]),
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -228,19 +270,15 @@ class Demo:
         errors: list[str] = []
         for host, proc in procs:
             stdout = proc.stdout.read()
-            proc.wait(timeout=60)
+            proc.wait(timeout=deadline_s + 30)
             for line in stdout.splitlines():
                 item = json.loads(line)
                 if "error" in item:
                     errors.append(f"{host.name}: {item['error']}")
                 else:
-                    sent.append(Sent(host.name, item["case"], item["path"], item["status"], item["local_port"]))
-        counts = Counter(s.status for s in sent)
-        self.say(f"[4/5] traffic: {len(sent)} requests from {len(procs)} hosts "
-                 f"({', '.join(f'{n}x {code}' for code, n in sorted(counts.items()))})")
-        for error in errors[:5]:
-            self.say(f"        request failed: {error}")
-        return sent
+                    sent.append(Sent(host.name, item["case"], item["path"], item["status"], item["local_port"],
+                                     item.get("local_ip", ""), item.get("time", 0.0)))
+        return sent, errors
 
     def wait_for_records(self, expected: int, timeout: float = 20) -> list[record_pb2.EnrichedRecord]:
         stub = query_pb2_grpc.QueryStub(self.channel)
@@ -251,10 +289,54 @@ class Demo:
                 return sorted(records, key=lambda r: (r.event.start_time.seconds, r.event.start_time.nanos))
             time.sleep(0.2)
 
+    # --- detections ---------------------------------------------------------------------------------------
+    def send_attacks(self, creds: DemoCredentials) -> list[Sent]:
+        """alice's session token is used from the laptop, then the scanner attacks (and replays that token)."""
+        scanner = next(h for h in self.lab.clients if h.name == "scanner")
+        scanner_ips = [scanner.ip, *self.lab.add_addresses(scanner, SCANNER_EXTRA_IPS)]
+        stolen = "Bearer " + creds.token("alice", jti="demo-alice-session-1")
+        first, _ = self.run_plan({"laptop": [[{"case": "jwt valid (alice's session)", "path": "/jwt/profile",
+                                              "authorization": stolen}]]})
+        sent, errors = self.run_plan(attack_plan(creds, stolen, scanner_ips))
+        sent = first + sent
+        counts = Counter(s.case for s in sent)
+        self.say(f"[6/7] attacks: {len(sent)} requests; the scanner uses {len(scanner_ips)} source IPs with one TCP "
+                 "stack: " + ", ".join(f"{n}x {case}" for case, n in counts.items()))
+        for error in errors[:5]:
+            self.say(f"        request failed: {error}")
+        return sent
+
+    def wait_for_alerts(self, timeout: float = 15) -> list[record_pb2.Alert]:
+        """Alerts once every expected detection raised one and their updates have settled (or at timeout)."""
+        stub = query_pb2_grpc.QueryStub(self.channel)
+        deadline = time.monotonic() + timeout
+        previous: list[record_pb2.Alert] = []
+        while True:
+            alerts = list(stub.Alerts(query_pb2.AlertsRequest(limit=100), timeout=5).alerts)
+            complete = {a.detection for a in alerts} >= set(EXPECTED_DETECTIONS)
+            if (complete and alerts == previous) or time.monotonic() > deadline:
+                return alerts
+            previous = alerts
+            time.sleep(1.5 if complete else 0.2)  # updates are written at most every second
+
+    def print_alerts(self, alerts: list[record_pb2.Alert]) -> None:
+        from authwire.detect import render as alert_render
+
+        self.say(f"[7/7] {len(alerts)} alerts raised by the detections (one per key and window, updated while "
+                 "it continues):\n")
+        alert_render.alerts(alerts, "table", self.out, columns=("severity", "detection", "clients", "requests",
+                                                               "key"))
+        for alert in alerts:
+            self.say(f"\n  {alert.detection} ({short_enum(record_pb2.AlertSeverity, alert.severity)}): "
+                     f"{alert_render.printable(alert.summary)}")
+        missing = [d for d in EXPECTED_DETECTIONS if d not in {a.detection for a in alerts}]
+        if missing:
+            self.say(f"\n  (not raised this run: {', '.join(missing)}; see {self.output / 'authwire-serve.log'})")
+
     # --- report -----------------------------------------------------------------------------------------
     def print_records(self, records: list[record_pb2.EnrichedRecord], expected: int) -> None:
         hosts = {h.ip: h.name for h in self.lab.clients}
-        self.say(f"[5/5] {len(records)} enriched records (of {expected} requests):\n")
+        self.say(f"[5/7] {len(records)} enriched records (of {expected} requests):\n")
         columns = ["host", "client", "path", "status", "auth", "outcome", "reason", "consumer", "join",
                    "ttl", "hops", "mss", "wscale", "os", "rtt_ms"]
         order = {h.name: i for i, h in enumerate(self.lab.clients)}
@@ -283,9 +365,12 @@ class Demo:
             ("query --group-by syn.signature,syn.os_hint,client_ip", "client TCP stacks by SYN"),
             ("query --reason bad_signature", "forged tokens"),
             ("query --method basic --outcome failure --format json --limit 1", "one full record as JSON"),
+            ("alerts", "the alerts the detections raised"),
+            ("alerts --detection stack_stuffing --format json", "one alert in full, as JSON"),
             (f"query --client-ip {self.lab.clients[2].ip}", f"one host: the {self.lab.clients[2].name}"),
         ]:
-            self.say(f"  {exe_text} query --db {db} {command.removeprefix('query ')}\n      # {why}")
+            verb = "alerts" if command.startswith("alerts") else "query"
+            self.say(f"  {exe_text} {verb} --db {db} {command.removeprefix(verb).strip()}\n      # {why}")
         self.say(f"\nFor real use run `{exe_text} serve` beside your gateway: see README.md and "
                  "gateway-plugins/envoy/README.md.")
 
@@ -401,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
         sent = demo.send_traffic(creds)
         records = demo.wait_for_records(len(sent))
         demo.print_records(records, len(sent))
+        sent += demo.send_attacks(creds)
+        records = demo.wait_for_records(len(sent))
+        alerts = demo.wait_for_alerts()
+        demo.print_alerts(alerts)
         demo.print_commands()
         if len(records) < len(sent):
             print(f"authwire demo: only {len(records)} of {len(sent)} requests were recorded; see "

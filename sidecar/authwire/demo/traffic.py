@@ -5,9 +5,11 @@
     {"base": "http://10.77.1.1:8080", "deadline_s": 20,
      "sessions": [[{"path": "/jwt/orders", "authorization": "Bearer ..."}, ...], ...]}
 
-Each session is one TCP connection carrying its requests in order (HTTP/1.1 keep-alive). One JSON line per
-request goes to stdout: {"session": i, "path": ..., "status": 200, "local_port": 40312} or an "error". The
-plan is finite and the whole run is cut at deadline_s.
+Each session is one TCP connection carrying its requests in order (HTTP/1.1 keep-alive). A request may say
+"user_agent" (else the plan's) and a session's first request "source_ip" (one of the host's addresses; the
+connection is made from it). One JSON line per request goes to stdout: {"session": i, "path": ...,
+"status": 200, "local_port": 40312, "local_ip": ..., "time": <epoch s when sent>} or an "error". The plan is
+finite and the whole run is cut at deadline_s.
 
 `python -m authwire.demo.traffic --upstream IP:PORT` is the demo's upstream API instead (200 for all).
 """
@@ -32,19 +34,23 @@ def run(plan: dict[str, Any], out=sys.stdout) -> int:
             print(json.dumps({"session": index, "error": "deadline reached"}), file=out)
             failures += 1
             break
-        conn = http.client.HTTPConnection(base.hostname, base.port or 80, timeout=5)
+        source = session[0].get("source_ip") if session else None
+        conn = http.client.HTTPConnection(base.hostname, base.port or 80, timeout=5,
+                                          source_address=(source, 0) if source else None)
         try:
             for request in session:
-                headers = {"User-Agent": plan.get("user_agent", "authwire-demo/1")}
+                headers = {"User-Agent": request.get("user_agent") or plan.get("user_agent", "authwire-demo/1")}
                 if request.get("authorization"):
                     headers["Authorization"] = request["authorization"]
                 try:
+                    sent = time.time()
                     conn.request("GET", request["path"], headers=headers)
                     response = conn.getresponse()
                     response.read()
-                    local_port = conn.sock.getsockname()[1] if conn.sock else 0
+                    local_ip, local_port = conn.sock.getsockname()[:2] if conn.sock else ("", 0)
                     print(json.dumps({"session": index, "path": request["path"], "status": response.status,
-                                      "local_port": local_port, "case": request.get("case", "")}), file=out)
+                                      "local_port": local_port, "local_ip": local_ip, "time": sent,
+                                      "case": request.get("case", "")}), file=out)
                 except (OSError, http.client.HTTPException) as exc:
                     failures += 1
                     print(json.dumps({"session": index, "path": request["path"], "error": str(exc)}), file=out)

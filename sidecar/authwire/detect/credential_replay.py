@@ -47,6 +47,13 @@ def rtt_band(rtt_us: int) -> str:
     return ">=100ms"
 
 
+def _credential_text(key: str) -> str:
+    """How a summary names the credential: a token by the start of its jti hash (the key has all of it)."""
+    if key.startswith("jti:"):
+        return f"token jti:{key[4:20]}..."
+    return f"credential {key}"
+
+
 class _Position:
     __slots__ = ("signature", "hops", "network", "first", "last", "uses", "ips", "request_ids", "uids", "rtt_us")
 
@@ -63,16 +70,18 @@ class _Position:
 
     def use(self, f: RecordFields) -> None:
         self.uses += 1
-        if f.time > self.last:
-            self.last = f.time
-        if f.time < self.first:
-            self.first = f.time
-        if len(self.ips) < MAX_LISTED:
-            self.ips[f.client_ip] = None
-        if len(self.request_ids) < SAMPLE:
+        t = f.time
+        if t > self.last:
+            self.last = t
+        elif t < self.first:
+            self.first = t
+        if len(self.request_ids) < SAMPLE:  # samples: the first requests from this position
             self.request_ids.append(f.request_id)
-        if f.uid and len(self.uids) < SAMPLE:
-            self.uids[f.uid] = None
+            if len(self.ips) < MAX_LISTED:
+                self.ips[f.client_ip] = None
+            uid = f.uid
+            if uid:
+                self.uids[uid] = None
 
     def text(self) -> str:
         return f"{stack_text(self.signature, self.hops)} from {self.network}"
@@ -111,18 +120,17 @@ class CredentialReplay:
         if not key:
             return None
         cred = self._credentials.get_or_make(key, _Credential)
-        net = self._network(f.client_ip)
+        ip = f.client_ip
+        net = self._networks.get(ip)
+        if net is None:
+            net = self._network(ip)
         positions = cred.positions
-        cutoff = f.time - self.window
-        if positions and min(p.last for p in positions) < cutoff:
-            positions[:] = [p for p in positions if p.last >= cutoff]
-            if cred.home not in positions:
-                cred.home = max(positions, key=lambda p: p.uses) if positions else None
-        for p in positions:
-            if p.network == net and p.signature == f.signature and p.hops == f.hops:
-                position = p
+        signature, hops = f.signature, f.hops
+        for position in positions:
+            if position.signature == signature and position.hops == hops and position.network == net:
                 break
-        else:
+        else:  # a new position: the rare path
+            self._expire(cred, f.time - self.window)
             position = _Position(f, net)
             positions.append(position)
             if len(positions) > MAX_POSITIONS:
@@ -133,8 +141,17 @@ class CredentialReplay:
                 cred.home = position
         position.use(f)
         if len(positions) > 1:
-            return key
+            self._expire(cred, f.time - self.window)
+            if len(positions) > 1:
+                return key
         return None
+
+    def _expire(self, cred: _Credential, cutoff: float) -> None:
+        positions = cred.positions
+        if any(p.last < cutoff for p in positions):
+            positions[:] = [p for p in positions if p.last >= cutoff]
+            if cred.home not in positions:
+                cred.home = max(positions, key=lambda p: p.uses) if positions else None
 
     def finding(self, key) -> Finding | None:
         cred = self._credentials.get(key)
@@ -152,7 +169,7 @@ class CredentialReplay:
         positions_text = "; ".join(f"{p.text()} ({p.uses}x, RTT {rtt_band(p.rtt_us)})" for p in others)
         return Finding(
             severity=CRITICAL if concurrent else WARNING,
-            summary=(f"credential {key} succeeded from {positions_text} while its usual position is "
+            summary=(f"{_credential_text(key)} succeeded from {positions_text} while its usual position is "
                      f"{home.text()} ({home.uses}x, RTT {rtt_band(home.rtt_us)})"
                      f"{': both in use at once' if concurrent else ''}"),
             key=f"credential={key}",

@@ -8,7 +8,7 @@ not behind a proxy (behind one, the SYN is the proxy's) and a SYN actually seen 
 
 from __future__ import annotations
 
-from authwire.v1 import auth_event_pb2, record_pb2
+from authwire.v1 import auth_event_pb2, connection_pb2, record_pb2
 
 SUCCESS = auth_event_pb2.AUTH_OUTCOME_SUCCESS
 FAILURE = auth_event_pb2.AUTH_OUTCOME_FAILURE
@@ -17,57 +17,70 @@ _JWT = auth_event_pb2.AUTH_METHOD_JWT
 
 
 class RecordFields:
-    __slots__ = ("record", "time", "request_id", "client_ip", "outcome", "credential", "token", "signature",
-                 "hops", "os_hint", "uid", "rtt_us")
+    """Read per record: time, client_ip, outcome, credential, token, signature, hops, os_hint. Everything
+    else a detector needs only for some records (request id, connection uid, RTT, User-Agent) it reads from
+    `event` / `conn` itself, so the common record pays for none of it."""
+
+    __slots__ = ("event", "conn", "time", "client_ip", "outcome", "credential", "token", "signature", "hops",
+                 "os_hint")
 
     def __init__(self) -> None:
-        self.record: record_pb2.EnrichedRecord | None = None
+        self.event: auth_event_pb2.AuthEvent | None = None
+        self.conn: connection_pb2.Connection | None = None  # set only when the stack facts are the client's
         self.time = 0.0          # request start, epoch seconds
-        self.request_id = ""
         self.client_ip = ""      # TCP peer as the gateway saw it (what a block would apply to)
         self.outcome = 0
-        self.credential = ""     # credential id, else consumer, else JWT sub ("" when none was presented)
-        self.token = ""          # "jti:<hash>" for a JWT with a jti, else "" (replay keys on the token)
+        self.credential = ""     # credential id, else consumer; for a JWT its sub, else consumer ("" = none)
+        self.token = ""          # "jti:<hash>" for a successful JWT with a jti, else "" (replay keys on it)
         self.signature = ""      # SYN signature, "" when the stack is unknown for this record
         self.hops = 0
         self.os_hint = ""
-        self.uid = ""            # kernel connection uid ("" without an EXACT join)
-        self.rtt_us = 0
 
     def fill(self, record: record_pb2.EnrichedRecord) -> RecordFields:
-        event = record.event
+        self.event = event = record.event
         auth = event.auth
         start = event.start_time
-        self.record = record
         self.time = start.seconds + start.nanos * 1e-9
-        self.request_id = event.request_id
         self.client_ip = event.client.ip
         self.outcome = outcome = auth.outcome
-        self.credential = auth.credential_id or auth.consumer
         self.token = ""
-        if auth.method == _JWT and (outcome == SUCCESS or not self.credential):
+        if auth.method == _JWT:
+            # A JWT's credential id is often the issuer's signing key id (Envoy: the kid), shared by every
+            # user: the subject (or the consumer the gateway mapped it to) names the user instead.
             jwt = auth.jwt
-            if not self.credential:
-                self.credential = jwt.sub
-            if jwt.jti_hash:
+            self.credential = jwt.sub or auth.consumer
+            if outcome == SUCCESS and jwt.jti_hash:
                 self.token = "jti:" + jwt.jti_hash
+        else:
+            self.credential = auth.credential_id or auth.consumer
         join = record.join
         if join.status == _EXACT and not join.behind_proxy:
-            conn = record.connection
+            self.conn = conn = record.connection
             syn = conn.syn
-            self.uid = conn.uid
             self.signature = syn.signature if not conn.mid_stream else ""
             self.hops = syn.hop_distance
             self.os_hint = syn.os_hint
-            rtt = conn.handshake_rtt
-            self.rtt_us = rtt.seconds * 1_000_000 + rtt.nanos // 1000
         else:
-            self.uid = ""
+            self.conn = None
             self.signature = ""
             self.hops = 0
             self.os_hint = ""
-            self.rtt_us = 0
         return self
+
+    @property
+    def request_id(self) -> str:
+        return self.event.request_id
+
+    @property
+    def uid(self) -> str:
+        return self.conn.uid if self.conn is not None else ""
+
+    @property
+    def rtt_us(self) -> int:
+        if self.conn is None:
+            return 0
+        rtt = self.conn.handshake_rtt
+        return rtt.seconds * 1_000_000 + rtt.nanos // 1000
 
 
 def stack_text(signature: str, hops: int) -> str:

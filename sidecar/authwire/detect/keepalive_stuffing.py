@@ -4,6 +4,8 @@ Rule (per connection: the kernel's connection uid when the record joined EXACT, 
 connection id; records with neither are not counted), over a sliding window of `window` seconds:
 
     failures >= min_failures and distinct credentials among them >= min_credentials -> match
+    (credentials judged when most failures name one: where the gateway never names them (Envoy), the
+    failure count alone decides, and the alert says so: evidence credentials_unnamed)
 
 A client that keeps sending one stale token gets many failures with one credential: no match. Browsers
 and SDKs open a new connection rarely, so dozens of 401s with different usernames on one socket is a
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from authwire.detect.fields import FAILURE, RecordFields, stack_text
 from authwire.detect.finding import CRITICAL, MAX_LISTED, SAMPLE, WARNING, Finding
-from authwire.detect.memory import DistinctWindow, Lru, Tally
+from authwire.detect.memory import DistinctWindow, Lru, Tally, credentials_enough, credentials_text
 
 NAME = "keepalive_stuffing"
 MAX_FAILURES_PER_CONNECTION = 1024
@@ -48,15 +50,15 @@ class KeepaliveStuffing:
             return None
         key = f.uid
         if not key:
-            event = f.record.event
+            event = f.event
             if not event.gateway_connection_id:
                 return None
             key = f"{event.gateway.node}#{event.gateway_connection_id}"
         conn = self._connections.get_or_make(key, lambda: _Connection(f, self._tally))
         failures = conn.failures
         failures.expire(f.time - self.window)
-        failures.add(f.time, f.client_ip, f.credential, f.request_id, f.uid)
-        if len(failures.entries) >= self.min_failures and len(failures.b_counts) >= self.min_credentials:
+        failures.add(f.time, f.client_ip, f.credential, f.event.request_id, key if f.conn is not None else "")
+        if len(failures.entries) >= self.min_failures and credentials_enough(failures, self.min_credentials):
             return key
         return None
 
@@ -73,10 +75,11 @@ class KeepaliveStuffing:
         clients = list(failures.a_counts)[:MAX_LISTED]
         return Finding(
             severity=CRITICAL if n >= 5 * self.min_failures else WARNING,
-            summary=(f"{n} failed auths with {creds} credentials on one connection ({key}) from {conn.client} "
-                     f"in {span:.1f}s"),
+            summary=(f"{n} failed auths with {credentials_text(failures)} on one connection ({key}) from "
+                     f"{conn.client} in {span:.1f}s"),
             key=f"conn={key}",
-            evidence={"failures": n, "distinct_credentials": creds, "seconds": round(span, 3)},
+            evidence={"failures": n, "distinct_credentials": creds, "credentials_unnamed": failures.unnamed,
+                      "seconds": round(span, 3)},
             request_ids=list(dict.fromkeys(e[3] for e in sample)),
             clients=clients,
             connection_uids=[key] if conn.failures.entries[0][4] else [],

@@ -59,17 +59,19 @@ class Lru(Generic[V]):
 
 
 class DistinctWindow:
-    """Entries (time, a, b, request_id, uid) in time order; counts of distinct a and of distinct non-empty b.
+    """Entries (time, a, b, request_id, uid) in time order; counts of distinct a and of distinct non-empty b
+    (`unnamed` = entries whose b is empty).
 
     Used for "failures of one stack: how many, from how many IPs (a), with how many credentials (b)".
     """
 
-    __slots__ = ("entries", "a_counts", "b_counts", "max_entries", "tally")
+    __slots__ = ("entries", "a_counts", "b_counts", "unnamed", "max_entries", "tally")
 
     def __init__(self, max_entries: int, tally: Tally) -> None:
         self.entries: deque[tuple[float, str, str, str, str]] = deque()
         self.a_counts: dict[str, int] = {}
         self.b_counts: dict[str, int] = {}
+        self.unnamed = 0
         self.max_entries = max_entries
         self.tally = tally
 
@@ -78,6 +80,8 @@ class DistinctWindow:
         self.a_counts[a] = self.a_counts.get(a, 0) + 1
         if b:
             self.b_counts[b] = self.b_counts.get(b, 0) + 1
+        else:
+            self.unnamed += 1
         if len(self.entries) > self.max_entries:
             self._drop()
             self.tally.n += 1
@@ -100,9 +104,28 @@ class DistinctWindow:
                 self.b_counts[b] = n
             else:
                 del self.b_counts[b]
+        else:
+            self.unnamed -= 1
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def credentials_enough(window: DistinctWindow, minimum: int) -> bool:
+    """Distinct credentials >= minimum — judged only when most failures name one. Some gateways never name
+    the credential a failure tried (Envoy's basic_auth and jwt_authn report no username or subject for a
+    rejected request); there the rule rests on its other conditions rather than never firing."""
+    if window.unnamed * 2 > len(window.entries):
+        return True
+    return len(window.b_counts) >= minimum
+
+
+def credentials_text(window: DistinctWindow) -> str:
+    """"12 credentials", or what the gateway left out."""
+    named = len(window.b_counts)
+    if window.unnamed * 2 > len(window.entries):
+        return f"{named} named credentials (the gateway names none for {window.unnamed} of the failures)"
+    return f"{named} credentials"
 
 
 class BucketCounts:

@@ -7,7 +7,7 @@ import csv
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 from authwire.query.render import _time, table
@@ -41,7 +41,8 @@ def alert_row(a: record_pb2.Alert) -> dict[str, str]:
     }
 
 
-def alerts(items: Iterable[record_pb2.Alert], fmt: str, out: TextIO = sys.stdout, header: bool = True) -> None:
+def alerts(items: Iterable[record_pb2.Alert], fmt: str, out: TextIO = sys.stdout, header: bool = True,
+           columns: Sequence[str] = COLUMNS) -> None:
     items = list(items)
     if fmt == "json":
         for a in items:
@@ -54,8 +55,8 @@ def alerts(items: Iterable[record_pb2.Alert], fmt: str, out: TextIO = sys.stdout
     else:
         rows = [{k: printable(v) for k, v in alert_row(a).items()} for a in items]
         if header:
-            table(rows, COLUMNS, out)
+            table(rows, columns, out)
         else:  # a follow-up line of `alerts -f`
             for row in rows:
-                out.write("  ".join(row[c] or "-" for c in COLUMNS) + "\n")
+                out.write("  ".join(row[c] or "-" for c in columns) + "\n")
     out.flush()

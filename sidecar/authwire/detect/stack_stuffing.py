@@ -5,8 +5,10 @@ request start times):
 
     failures     >= min_failures           failed auths (AUTH_OUTCOME_FAILURE) from that stack
     distinct IPs >= min_ips                 among those failures
-    distinct credentials >= min_credentials among those failures (credential id / consumer / JWT sub;
-                                            failures that presented none are counted, not distinct)
+    distinct credentials >= min_credentials among those failures (credential id / consumer / JWT sub),
+                                            judged when most failures name one: a gateway that never names
+                                            the credential a failure tried (Envoy) leaves this condition
+                                            out, and the alert says so (evidence credentials_unnamed)
     failures / (failures + successes) >= min_failure_ratio
 
 Many legitimate clients share a common stack (most Linux hosts sign alike), so raw counts are not enough:
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from authwire.detect.fields import FAILURE, SUCCESS, RecordFields, stack_text
 from authwire.detect.finding import CRITICAL, MAX_LISTED, SAMPLE, WARNING, Finding
-from authwire.detect.memory import BucketCounts, DistinctWindow, Lru, Tally
+from authwire.detect.memory import BucketCounts, DistinctWindow, Lru, Tally, credentials_enough, credentials_text
 
 NAME = "stack_stuffing"
 MAX_FAILURES_PER_STACK = 2048
@@ -68,7 +70,7 @@ class StackStuffing:
         failures.add(f.time, f.client_ip, f.credential, f.request_id, f.uid)
         n = len(failures.entries)
         if (n >= self.min_failures and len(failures.a_counts) >= self.min_ips
-                and len(failures.b_counts) >= self.min_credentials
+                and credentials_enough(failures, self.min_credentials)
                 and n >= self.min_ratio * (n + stack.successes.total)):
             return key
         return None
@@ -92,10 +94,10 @@ class StackStuffing:
         return Finding(
             severity=CRITICAL if n >= 5 * self.min_failures else WARNING,
             summary=(f"{n} failed auths from one TCP stack ({stack_text(signature, hops)}) across {ips} source "
-                     f"IPs and {creds} credentials in {self.window:g}s; failure ratio {ratio:.0%}"),
+                     f"IPs and {credentials_text(failures)} in {self.window:g}s; failure ratio {ratio:.0%}"),
             key=f"stack={stack_text(signature, hops)}",
             evidence={"failures": n, "successes": successes, "distinct_ips": ips, "distinct_credentials": creds,
-                      "failure_ratio": round(ratio, 4)},
+                      "credentials_unnamed": failures.unnamed, "failure_ratio": round(ratio, 4)},
             request_ids=list(dict.fromkeys(e[3] for e in sample)),
             clients=clients,
             connection_uids=list(dict.fromkeys(e[4] for e in sample if e[4]))[:SAMPLE],

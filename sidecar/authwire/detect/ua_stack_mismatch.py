@@ -74,7 +74,7 @@ class UaStackMismatch:
         if not f.signature or (hint != "linux" and hint != "network_device" and hint != "windows"
                                and hint != "macos"):
             return None
-        ua = f.record.event.http.user_agent
+        ua = f.event.http.user_agent
         claim = self._ua.get(ua)
         if claim is None:
             if len(self._ua) >= UA_CACHE:
