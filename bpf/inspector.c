@@ -4,8 +4,12 @@
  * Rules (DESIGN.md): only uapi packet headers and tracepoint formats, never a kernel struct dereference
  * (bcc may compile against headers of another kernel version). Observe, never alter: every path returns
  * TC_ACT_UNSPEC ("no opinion"), so later tc filters still run and the packet's verdict is unchanged;
- * TC_ACT_OK would end classification and hide packets from filters behind ours.
- * Compile-time parameters from the loader: AW_MAX_FLOWS, AW_RECENT_SLOTS (power of two).
+ * TC_ACT_OK would end classification and hide packets from filters behind ours. The one exception is
+ * opt-in and compiled in only with AW_ENFORCE (`serve --enforce`): a new SYN (SYN without ACK) arriving
+ * at ingress from a source in the `blocked` map gets TC_ACT_SHOT. Without AW_ENFORCE the same check only
+ * counts "would drop" and the program contains no verdict but TC_ACT_UNSPEC.
+ * Compile-time parameters from the loader: AW_MAX_FLOWS, AW_RECENT_SLOTS (power of two), AW_MAX_BLOCKED,
+ * AW_ENFORCE (defined or not).
  * Decoded by sidecar/authwire/kernel/events.py; loaded and attached by sidecar/authwire/kernel/loader.py. */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
@@ -18,6 +22,9 @@
 
 #ifndef AW_MAX_FLOWS
 #define AW_MAX_FLOWS 65536
+#endif
+#ifndef AW_MAX_BLOCKED
+#define AW_MAX_BLOCKED 16384
 #endif
 #ifndef AW_RECENT_SLOTS
 #define AW_RECENT_SLOTS 131072
@@ -34,6 +41,12 @@ BPF_PERCPU_ARRAY(scratch, struct aw_flow, 1);
  * not report evictions; a later packet of an open flow whose key is gone while its slot still holds the
  * "open" hash is an eviction we can count (collisions only make us undercount). */
 BPF_ARRAY(recent, u32, AW_RECENT_SLOTS);
+/* Blocked source addresses (16 bytes, IPv4-mapped): a plain hash, so an entry is never evicted behind
+ * user space's back; user space inserts (refusing loopback and its allow-list) and removes expired ones. */
+struct aw_addr {
+    u8 b[16];
+};
+BPF_HASH(blocked, struct aw_addr, struct aw_block, AW_MAX_BLOCKED);
 /* Keyed by socket address (tracepoint skaddr): facts waiting for tc egress to bind that socket. */
 BPF_TABLE("lru_hash", u64, struct aw_sockfact, sockfacts, 4096);
 /* 16 MiB: ~47k events (~15k new connections) of burst while the poller is starved of CPU. */
@@ -257,6 +270,43 @@ static __always_inline void bind_socket(struct __sk_buff *skb, struct aw_flow *f
     }
 }
 
+static __always_inline int is_loopback(const u8 *a)
+{
+    const u64 *w = (const u64 *)a;
+    if (w[0] == 0 && a[8] == 0 && a[9] == 0 && a[10] == 0xff && a[11] == 0xff)
+        return a[12] == 127;   /* IPv4 127.0.0.0/8 (stored IPv4-mapped) */
+    u64 one_be = 0;
+    ((u8 *)&one_be)[7] = 1;
+    return w[0] == 0 && w[1] == one_be;   /* ::1 */
+}
+
+/* A new SYN from a blocked source: count it, and return 1 (drop) only when compiled with AW_ENFORCE.
+ * Loopback-sourced SYNs and SYNs arriving on lo (ifindex 1 in every namespace) are never dropped, even
+ * if such an entry got into the map. Expired entries are ignored (user space deletes them). */
+static __always_inline int blocked_syn(struct __sk_buff *skb, const u8 *src)
+{
+    struct aw_addr a;
+    __builtin_memcpy(a.b, src, 16);
+    struct aw_block *b = blocked.lookup(&a);
+    if (!b)
+        return 0;
+    if (bpf_ktime_get_ns() >= b->expires_ns)
+        return 0;
+    if (skb->ifindex == 1 || is_loopback(src)) {
+        count(AW_C_BLOCK_LOOPBACK_PASSED);
+        return 0;
+    }
+#ifdef AW_ENFORCE
+    __sync_fetch_and_add(&b->dropped, 1);
+    count(AW_C_BLOCK_DROPPED);
+    return 1;
+#else
+    __sync_fetch_and_add(&b->would_drop, 1);
+    count(AW_C_BLOCK_WOULD_DROP);
+    return 0;
+#endif
+}
+
 static __always_inline int inspect(struct __sk_buff *skb, int egress)
 {
     count(AW_C_PACKETS);
@@ -393,6 +443,11 @@ static __always_inline int inspect(struct __sk_buff *skb, int egress)
 
     u8 fl = pkt.flags;
     int is_syn = (fl & F_SYN) && !(fl & F_ACK);
+    if (is_syn && !egress && blocked_syn(skb, src_addr)) {
+#ifdef AW_ENFORCE
+        return TC_ACT_SHOT;   /* the program's only verdict other than TC_ACT_UNSPEC */
+#endif
+    }
     struct aw_flow *f = flows.lookup(&pkt.key);
     /* Precise time only where it is a fact we report (handshake, FIN/RST, new flows); the coarse clock
      * (same CLOCK_MONOTONIC base, tick resolution) for last-seen on established traffic saves ~25 ns. */

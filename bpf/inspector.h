@@ -139,4 +139,11 @@ struct aw_event {
     struct aw_flow flow;
 };
 
+/* Block list (opt-in response): source address (16 bytes, IPv4-mapped like aw_key) -> entry. */
+struct aw_block {
+    __u64 expires_ns;          /* bpf_ktime_get_ns() clock; the entry is ignored from then on */
+    __u64 dropped;             /* new SYNs dropped (compiled with AW_ENFORCE) */
+    __u64 would_drop;          /* new SYNs that would have been dropped (dry run) */
+};
+
 #endif

@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="end-to-end demo: Envoy + authwire + traffic in network namespaces (make run)",
                    add_help=False)
+
+    # --- `authwire block`: the kernel block list (parser and handler live in authwire.kernel.block_cli;
+    # main() dispatches to args.handler) ---
+    from authwire.kernel import block_cli
+    block_cli.add_parser(sub, _add_server)
     return parser
 
 
@@ -345,9 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "doctor":
             return cmd_doctor(args, out)
-        handler = {"ingest": cmd_ingest, "query": cmd_query, "tail": cmd_tail, "stats": cmd_stats,
-                   "connections": cmd_connections, "alerts": cmd_alerts, "web": cmd_web,
-                   "web-url": cmd_web_url}[args.command]
+        handler = getattr(args, "handler", None) or {   # handler: subcommands defined in their own module
+            "ingest": cmd_ingest, "query": cmd_query, "tail": cmd_tail, "stats": cmd_stats,
+            "connections": cmd_connections, "alerts": cmd_alerts, "web": cmd_web,
+            "web-url": cmd_web_url}[args.command]
         return handler(args, out)
     except (CliError, config_mod.ConfigError, AccessError, OSError) as exc:
         print(f"authwire: {exc}", file=sys.stderr)

@@ -107,6 +107,9 @@ class Config:
                                        "list, as NAME or NAME:TTL (e.g. stack_stuffing:15m); default TTL 10m")
     #
     # --- kernel response (enforce) ---
+    enforce: bool = _opt(False, "really drop new SYNs from block-listed source IPs (tc ingress); off: the "
+                                "inspector only observes and counts what it would have dropped")
+    block_allow: list[str] = _opt([], "CIDRs never put in the block list (repeatable; loopback never is)")
     #
 
     @classmethod
@@ -209,6 +212,11 @@ def _check(config: Config) -> None:
         from_config(config)
     except OtlpSettingError as exc:
         raise ConfigError(str(exc)) from None
+    from authwire.kernel.blocklist import parse_allow_list  # kernel response (enforce)
+    try:
+        parse_allow_list(config.block_allow)
+    except ValueError as exc:
+        raise ConfigError(f"block_allow: {exc}") from None
     for setting in ("listen", "grpc_web_listen", "http_listen"):
         for address in getattr(config, setting):
             try:

@@ -23,6 +23,7 @@ from authwire.detect.query_service import AlertQueries
 from authwire.ingest import envoy_als
 from authwire.ingest import grpc_service as ingest_service
 from authwire.join.joiner import Joiner
+from authwire.kernel import block_service
 from authwire.listen import ListenerLock, claim
 from authwire.pipeline import Pipeline
 from authwire.query.grpc_service import QueryService
@@ -170,6 +171,8 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
                      query_pb2.DESCRIPTOR.services_by_name["Query"].full_name]
     envoy_als.add_to_server(server, pipeline, config, counters)
     service_names.append(envoy_als.SERVICE_NAME)
+    block_service.add_to_server(server, inspector, inspector_status, counters)  # the kernel block list
+    service_names.append(block_service.SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

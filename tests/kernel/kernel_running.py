@@ -11,12 +11,15 @@ from support import wait_until
 
 
 @contextlib.contextmanager
-def running_inspector(program, topo: Topology, grace_period: float = 30.0) -> Iterator:
-    """An inspector on the server side of every veth of topo; detached afterwards even on failure."""
+def running_inspector(program, topo: Topology, grace_period: float = 30.0, *, iface: list[str] | None = None,
+                      block_allow: list[str] | None = None) -> Iterator:
+    """An inspector on the server side of every veth of topo (or `iface`); detached afterwards even on
+    failure. It enforces its block list if the program was compiled to (program.enforce)."""
     from authwire.config import Config
     from authwire.kernel import start_inspector
 
-    config = Config(iface=topo.server_ifaces, max_flows=program.max_flows, grace_period=grace_period)
+    config = Config(iface=iface or topo.server_ifaces, max_flows=program.max_flows, grace_period=grace_period,
+                    enforce=program.enforce, block_allow=block_allow or [])
     inspector = start_inspector(config, None, netns=topo.server_ns, program=program)
     try:
         yield inspector

@@ -33,6 +33,11 @@ def test_ctypes_mirrors_match_compiled_layout(program):
             continue   # bcc may flatten arrays of structs / padding differently; sizes still checked
         assert compiled.get(name) == (off, size), name
     assert len(ev.COUNTER_NAMES) == len(program.bpf[b"counters"])
+    from authwire.kernel.blocklist import AwAddr, AwBlock
+
+    blocked = program.bpf[b"blocked"]
+    assert _layout(AwBlock) == _layout(blocked.Leaf)
+    assert ct.sizeof(AwAddr) == ct.sizeof(blocked.Key)
 
 
 def test_key_normalization_is_direction_free():

@@ -26,6 +26,7 @@ from typing import Any
 
 from authwire.kernel import capabilities
 from authwire.kernel import events as ev
+from authwire.kernel.blocklist import BlockList, bounded_reason, parse_allow_list
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +125,23 @@ class CompiledProgram:
     callback dispatches to whichever inspector currently consumes it.
     """
 
-    def __init__(self, max_flows: int) -> None:
+    def __init__(self, max_flows: int, enforce: bool = False, max_blocked: int = 16384) -> None:
         import bcc
 
         self.max_flows = max_flows
         self.recent_slots = _recent_slots(max_flows)
+        # Compile-time, not a runtime switch: without --enforce the loaded program has no drop verdict.
+        self.enforce = enforce
+        self.max_blocked = max_blocked
         with source_dir() as bpf_dir:
             src = bpf_dir / "inspector.c"
             if not src.exists():
                 raise InspectorUnavailable(f"{src} is missing from the installed package",
                                            "reinstall authwire (pip install -e . from the checkout)")
             cflags = [f"-I{bpf_dir}", f"-DAW_MAX_FLOWS={max_flows}", f"-DAW_RECENT_SLOTS={self.recent_slots}",
-                      "-Wno-unused-function"]
+                      f"-DAW_MAX_BLOCKED={max_blocked}", "-Wno-unused-function"]
+            if enforce:
+                cflags.append("-DAW_ENFORCE")
             try:
                 self.bpf = bcc.BPF(src_file=str(src).encode(), cflags=cflags)
                 self.ingress = self.bpf.load_func(b"aw_tc_ingress", bcc.BPF.SCHED_CLS)
@@ -145,6 +151,7 @@ class CompiledProgram:
                                            "run `authwire doctor`; check kernel headers and dmesg") from exc
         self.flows_fd = self.bpf[b"flows"].map_fd
         self.recent_fd = self.bpf[b"recent"].map_fd
+        self.blocked_fd = self.bpf[b"blocked"].map_fd
         self._counters = self.bpf[b"counters"]
         self.consumer: Any = None
         self.bpf[b"events"].open_ring_buffer(self._on_event)
@@ -185,6 +192,7 @@ class CompiledProgram:
 
     def clear_flows(self) -> None:
         self.bpf[b"flows"].clear()
+        self.bpf[b"blocked"].clear()
 
     def close(self) -> None:
         self.consumer = None
@@ -348,8 +356,11 @@ class Inspector:
     """A running kernel inspector: filters attached, poller thread feeding `table`."""
 
     def __init__(self, program: CompiledProgram, interfaces: list[str], netns: str | None,
-                 grace_period: float, counters: Any = None, owns_program: bool = True) -> None:
+                 grace_period: float, counters: Any = None, owns_program: bool = True,
+                 block_allow: list[str] | None = None) -> None:
+
         self.program = program
+        self.blocklist = BlockList(program, parse_allow_list(block_allow or []))
         self.interfaces = list(interfaces)
         self.netns = netns
         self._app_counters = counters
@@ -409,6 +420,10 @@ class Inspector:
             now = time.monotonic()
             if now - last_sweep >= SWEEP_INTERVAL_S:
                 last_sweep = now
+                try:
+                    self.blocklist.expire()
+                except Exception:
+                    log.exception("expiring block-list entries failed")
                 # Silent LRU evictions are only possible once the map has been filled, and lost close
                 # events only after a failed ring-buffer reserve: otherwise there is nothing to find.
                 kc = self.kernel_counters()
@@ -430,7 +445,34 @@ class Inspector:
         out["decode_errors"] = self.decode_errors
         out["listener_errors"] = self.table.listener_errors
         out["flows_open"] = self.table.open_count()
+        out.update(self.blocklist.counters())
         return out
+
+    # -- the opt-in response (issue 12): the block list. Signatures promised to the detections. --------
+
+    @property
+    def enforce(self) -> bool:
+        """True when matching SYNs are really dropped (serve --enforce); False: dry run, counted only."""
+        return self.blocklist.enforce
+
+    def block(self, ip: str, ttl_seconds: float, reason: str) -> bool:
+        """Put ip in the kernel block list for ttl_seconds (new SYNs from it dropped, or counted as
+        "would drop" without --enforce). False when refused: loopback, unspecified, in `block_allow`, not
+        an IP, ttl not in (0, 30 days], map full, inspector stopped (each counted as block_refused_<why>).
+        A known IP gets the new TTL and reason. Never raises for bad input."""
+        ok, detail = self.blocklist.add(ip, ttl_seconds, reason)
+        if ok:
+            log.info("blocked %s for %.0f s (%s)%s", detail, ttl_seconds, bounded_reason(reason),
+                     "" if self.enforce else " [dry run: counted, not dropped]")
+        return ok
+
+    def unblock(self, ip: str) -> bool:
+        """Remove ip from the block list; True if it was there."""
+        return self.blocklist.remove(ip)
+
+    def blocked(self) -> list:
+        """The live entries (authwire.kernel.blocklist.BlockEntry), soonest expiry first."""
+        return self.blocklist.entries()
 
     def stop(self) -> None:
         """Detach the filters and stop the poller. Idempotent; safe from signal handlers and atexit."""
@@ -439,6 +481,7 @@ class Inspector:
                 return
             self._stopped = True
         self._stop.set()
+        self.blocklist.close()
         try:
             remove_filters(self.netns, self.interfaces)
             remove_idle_clsact(self.netns, self._created_qdisc)
@@ -487,12 +530,20 @@ def start_inspector(config: Any, counters: Any = None, *, netns: str | None = No
     if max_flows < 1:
         raise InspectorUnavailable(f"--max-flows {max_flows} is not positive", "pass --max-flows >= 1")
     owns = program is None
+    enforce = bool(getattr(config, "enforce", False))
     if program is None:
-        program = CompiledProgram(max_flows)
+        program = CompiledProgram(max_flows, enforce=enforce)
     else:
+        if program.enforce != enforce:
+            raise ValueError(f"program compiled with enforce={program.enforce}, config says {enforce}")
         program.clear_flows()
-    inspector = Inspector(program, interfaces, netns, float(getattr(config, "grace_period", 30.0)),
-                          counters, owns_program=owns)
+    try:
+        inspector = Inspector(program, interfaces, netns, float(getattr(config, "grace_period", 30.0)),
+                              counters, owns_program=owns, block_allow=list(getattr(config, "block_allow", [])))
+    except ValueError as exc:   # a bad block_allow entry (config.py checks it first for serve)
+        if owns:
+            program.close()
+        raise InspectorUnavailable(f"block_allow: {exc}", "fix the block_allow setting") from exc
     try:
         inspector._start()
     except InspectorUnavailable:
@@ -507,7 +558,9 @@ def start_inspector(config: Any, counters: Any = None, *, netns: str | None = No
             from exc
     atexit.register(inspector.stop)
     _install_sigterm(inspector)
-    log.info("kernel inspector attached to %s (max %d flows)", ", ".join(inspector.interfaces), max_flows)
+    log.info("kernel inspector attached to %s (max %d flows; block list %s)", ", ".join(inspector.interfaces),
+             max_flows, "ENFORCING: blocked sources' new SYNs are dropped" if enforce else
+             "dry run: observe only, every path returns TC_ACT_UNSPEC")
     return inspector
 
 

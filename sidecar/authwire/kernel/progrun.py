@@ -38,11 +38,20 @@ class _TestRunAttr(ct.Structure):
     ]
 
 
-def _run(prog_fd: int, packet: bytes, repeat: int) -> _TestRunAttr:
+_SKB_CTX_SIZE = 192        # sizeof(struct __sk_buff) (uapi/linux/bpf.h, 6.x)
+_SKB_IFINDEX_OFFSET = 40   # offsetof(struct __sk_buff, ifindex)
+
+
+def _run(prog_fd: int, packet: bytes, repeat: int, ifindex: int = 0) -> _TestRunAttr:
     data_in = ct.create_string_buffer(packet, len(packet))
     data_out = ct.create_string_buffer(len(packet) + 256)
     attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(packet), data_in=ct.addressof(data_in),
                         data_out=ct.addressof(data_out), data_size_out=len(data_out), repeat=repeat)
+    if ifindex:   # without a context the kernel runs the packet as if it arrived on lo (ifindex 1)
+        ctx = ct.create_string_buffer(_SKB_CTX_SIZE)
+        ct.c_uint32.from_buffer(ctx, _SKB_IFINDEX_OFFSET).value = ifindex
+        attr.ctx_in = ct.addressof(ctx)
+        attr.ctx_size_in = _SKB_CTX_SIZE
     ret = _libc.syscall(_SYS_BPF, _BPF_PROG_TEST_RUN, ct.byref(attr), ct.sizeof(attr))
     if ret != 0:
         err = ct.get_errno()
@@ -50,9 +59,11 @@ def _run(prog_fd: int, packet: bytes, repeat: int) -> _TestRunAttr:
     return attr
 
 
-def test_run(prog_fd: int, packet: bytes) -> int:
-    """Run a tc program once on `packet` (Ethernet frame) in the kernel; returns its verdict."""
-    return _run(prog_fd, packet, 1).retval
+def test_run(prog_fd: int, packet: bytes, ifindex: int = 0) -> int:
+    """Run a tc program once on `packet` (Ethernet frame) in the kernel; returns its verdict (u32, so
+    TC_ACT_UNSPEC reads 0xFFFFFFFF). ifindex: the interface it arrives on, in the calling thread's network
+    namespace (default: lo)."""
+    return _run(prog_fd, packet, 1, ifindex).retval
 
 
 def test_run_ns(prog_fd: int, packet: bytes, repeat: int = 1_000_000) -> int:
