@@ -200,7 +200,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
                          gauges=[exporter.gauges] if exporter is not None else [])
         from authwire.query import http_api
         http_api.register(http, store, counters, inspector=inspector, inspector_status=inspector_status,
-                          stats=lambda: query_service.Stats(query_pb2.StatsRequest(), None))
+                          alerts=alert_store, stats=lambda: query_service.Stats(query_pb2.StatsRequest(), None))
         await http.start()
         running.push_async_callback(http.stop)
         http_api.announce(http)

@@ -192,3 +192,14 @@ def test_nothing_changes_state(web_server):
         r = requests.request(method, web_server.base + "/v1/records",
                              headers={"Authorization": f"Bearer {web_server.token}"}, timeout=10)
         assert r.status_code == 405
+
+
+def test_alerts_and_inspect_names_them(web_server):
+    body = web_server.get(f"/v1/alerts?client_ip={seed.SCANNER}&severity=warning").json()
+    assert [a["id"] for a in body["alerts"]] == ["A-scan-1"] and body["alerts"][0]["evidence"] == {"failures": 24.0}
+    assert web_server.get("/v1/alerts?severity=critical").json() == {}
+    assert web_server.get("/v1/alerts?detection=stack_stuffing,credential_replay").json()["alerts"]
+    r = web_server.get("/v1/alerts?detection=nope&client_ip=10.0.0.0/8")
+    assert sorted(p["name"] for p in r.json()["invalid_params"]) == ["client_ip", "detection"]
+    assert [a["id"] for a in web_server.get(f"/v1/inspect?ip={seed.SCANNER}").json()["alerts"]] == ["A-scan-1"]
+    assert web_server.get("/v1/inspect?ip=10.1.0.5").json()["alerts"] == []

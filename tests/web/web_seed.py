@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from authwire.join import fingerprint
+from authwire.store.alerts import AlertStore, alerts_path
 from authwire.store.record_store import Store
 from authwire.v1 import auth_event_pb2 as pb
 from authwire.v1 import connection_pb2 as cp
@@ -62,9 +63,25 @@ def records() -> list[record_pb2.EnrichedRecord]:
     return out
 
 
+def alerts() -> list[record_pb2.Alert]:
+    alert = record_pb2.Alert(id="A-scan-1", detection="stack_stuffing", severity=record_pb2.ALERT_SEVERITY_WARNING,
+                             summary="24 failures from one bare TCP stack", key="stack=4:255:1240:1024:-:M:-/hops=0",
+                             clients=[SCANNER], credentials=["admin", "kid-forged"], request_ids=["scan-0", "scan-23"],
+                             stack="4:255:1240:1024:-:M:-/hops=0")
+    alert.evidence["failures"] = 24.0
+    alert.client.ip = SCANNER
+    for ts, t in [(alert.time, NOW - 1000), (alert.first_time, NOW - 1800), (alert.last_time, NOW - 1110),
+                  (alert.updated_time, NOW - 1000)]:
+        ts.FromNanoseconds(int(t * 1e9))
+    return [alert]
+
+
 def build(path: Path) -> int:
     store = Store(path)
     rs = records()
     store.write(rs)
     store.close()
+    alert_store = AlertStore(alerts_path(path))
+    alert_store.upsert(alerts())
+    alert_store.close()
     return len(rs)

@@ -120,7 +120,7 @@ class Operation:
     path: str
     summary: str
     response: str              # component schema name of the 200 body
-    filters: bool = False      # takes every record filter
+    filters: str = ""          # "records": takes every record filter; "alerts": every alert filter
     params: tuple[Param, ...] = ()
     path_params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = (400, 401)
@@ -129,7 +129,7 @@ class Operation:
 
 OPERATIONS = [
     Operation("/v1/records", "Enriched records, newest first; or counts per value with group_by",
-              "authwire.v1.QueryResponse", True, (LIMIT, PAGE_TOKEN, GROUP_BY), errors=(400, 401, 404),
+              "authwire.v1.QueryResponse", "records", (LIMIT, PAGE_TOKEN, GROUP_BY), errors=(400, 401, 404),
               handler="records"),
     Operation("/v1/records/{request_id}", "One record by request id", "authwire.v1.EnrichedRecord",
               path_params=(Param("request_id", "the gateway's request id",
@@ -143,7 +143,9 @@ OPERATIONS = [
     Operation("/v1/stats", "Counters and store size", "authwire.v1.StatsResponse", handler="stats"),
     Operation("/v1/inspect", "Everything authwire knows about one client address", "Inspect",
               params=(INSPECT_IP, flt.BY_NAME["since"], flt.BY_NAME["until"]), handler="inspect"),
-    Operation("/v1/timeline", "Matching records per time bucket, split by one field", "Timeline", True,
+    Operation("/v1/alerts", "Alerts the detections raised, newest (last matched) first",
+              "authwire.v1.AlertsResponse", "alerts", (LIMIT, PAGE_TOKEN), errors=(400, 401, 404), handler="alerts"),
+    Operation("/v1/timeline", "Matching records per time bucket, split by one field", "Timeline", "records",
               (SPLIT_BY, BUCKETS), handler="timeline"),
 ]
 
@@ -160,12 +162,17 @@ def _bad(errors: list[flt.FilterError]) -> web.Response:
                    invalid_params=[{"name": e.parameter, "reason": e.reason} for e in errors[:20]])
 
 
-def parse_params(request: web.Request, op: Operation, now: float) -> tuple[query_pb2.Filters, dict[str, Any]]:
+FILTER_SETS = {"records": (flt.BY_NAME, flt.parse_filters, query_pb2.Filters),
+               "alerts": (flt.ALERT_BY_NAME, flt.parse_alert_filters, query_pb2.AlertFilters)}
+
+
+def parse_params(request: web.Request, op: Operation, now: float) -> tuple[Any, dict[str, Any]]:
     """Every parameter of the request checked against op: (filters, other values). Raises BadParams naming
     each unknown, repeated or bad one."""
+    specs, parse_filters, message = FILTER_SETS[op.filters or "records"]
     known: dict[str, Param | flt.FilterSpec] = {p.name: p for p in op.params}
     if op.filters:
-        known.update(flt.BY_NAME)
+        known.update(specs)
     errors: list[flt.FilterError] = []
     filter_text: dict[str, str] = {}
     values: dict[str, Any] = {}
@@ -189,10 +196,10 @@ def parse_params(request: web.Request, op: Operation, now: float) -> tuple[query
     for spec in op.params:
         if getattr(spec, "required", False) and spec.name not in request.query:
             errors.append(flt.FilterError(spec.name, "required"))
-    filters = query_pb2.Filters()
+    filters = message()
     for name, text in filter_text.items():  # one at a time, so that every bad one is named
         try:
-            filters.MergeFrom(flt.parse_filters({name: text}, now))
+            filters.MergeFrom(parse_filters({name: text}, now))
         except flt.FilterError as exc:
             errors.append(exc)
     if errors:
@@ -343,7 +350,8 @@ class QueryApi:
             "connections": [to_dict(c) for c in connections.values()],
             "live_connections": [to_dict(c) for c in live],
             "recent": [to_dict(r) for r in recent.records[:20]],
-            "alerts": [],
+            "alerts": [to_dict(a) for a in self.alerts.query(query_pb2.AlertFilters(client_ip=ip),
+                                                              INSPECT_GROUPS).alerts] if self.alerts else [],
         }
         agents: dict[str, int] = {}
         for record in recent.records:
@@ -355,6 +363,14 @@ class QueryApi:
             body["first_seen"] = _ts(min(times))
             body["last_seen"] = _ts(max(times))
         return body
+
+    async def op_alerts(self, filters: query_pb2.AlertFilters, limit: int = flt.DEFAULT_LIMIT,
+                        page_token: str = "") -> web.Response:
+        if self.alerts is None:
+            return json_response({})
+        result = await asyncio.to_thread(self.alerts.query, filters, limit, page_token)
+        return json_response(to_dict(query_pb2.AlertsResponse(alerts=result.alerts,
+                                                              next_page_token=result.next_page_token)))
 
     async def op_timeline(self, filters: query_pb2.Filters, split_by: str = "auth.reason",
                           buckets: int = TIMELINE_DEFAULT_BUCKETS) -> web.Response:

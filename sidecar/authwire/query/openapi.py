@@ -36,6 +36,9 @@ def _ref(name: str) -> dict[str, str]:
 def _field_schema(fd: FieldDescriptor, schemas: dict[str, Any]) -> dict[str, Any]:
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
         name = fd.message_type.full_name
+        if fd.message_type.GetOptions().map_entry:  # map<K, V>: a JSON object, keys as text
+            return {"type": "object", "additionalProperties": _field_schema(fd.message_type.fields_by_name["value"],
+                                                                            schemas)}
         if name == "google.protobuf.Timestamp":
             return dict(TIMESTAMP)
         if name == "google.protobuf.Duration":
@@ -66,7 +69,8 @@ def message_schema(descriptor: Descriptor, schemas: dict[str, Any]) -> dict[str,
         properties: dict[str, Any] = {}
         for fd in descriptor.fields:
             item = _field_schema(fd, schemas)
-            properties[fd.name] = {"type": "array", "items": item} if fd.is_repeated else item
+            is_map = fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry
+            properties[fd.name] = {"type": "array", "items": item} if fd.is_repeated and not is_map else item
         schemas[name] = {"type": "object", "properties": properties, "additionalProperties": False}
         if descriptor.GetOptions().deprecated:
             schemas[name]["deprecated"] = True
@@ -91,7 +95,7 @@ def _custom_schemas() -> dict[str, Any]:
         "connections": {"type": "array", "items": connection},
         "live_connections": {"type": "array", "items": connection},
         "recent": {"type": "array", "items": _ref("authwire.v1.EnrichedRecord")},
-        "alerts": {"type": "array", "items": {"type": "object"}},
+        "alerts": {"type": "array", "items": _ref("authwire.v1.Alert")},
     }
     return {
         "Inspect": {**_object(inspect_props, [k for k in inspect_props if k not in ("first_seen", "last_seen")]),
@@ -136,15 +140,18 @@ def document() -> dict[str, Any]:
 
     schemas: dict[str, Any] = {}
     for message in (query_pb2.QueryResponse, record_pb2.EnrichedRecord, query_pb2.ConnectionsResponse,
-                    query_pb2.StatsResponse, connection_pb2.Connection, query_pb2.Group):
+                    query_pb2.StatsResponse, connection_pb2.Connection, query_pb2.Group, query_pb2.AlertsResponse,
+                    record_pb2.Alert):
         message_schema(message.DESCRIPTOR, schemas)
     schemas.update(_custom_schemas())
     problem = {"application/problem+json": {"schema": _ref("Problem")}}
     paths: dict[str, Any] = {}
     for op in OPERATIONS:
         params = [_parameter(p.name, p.help, p.schema, "path") for p in op.path_params]
-        if op.filters:
+        if op.filters == "records":
             params += [_parameter(s.name, s.help, s.schema) for s in flt.FILTERS]
+        elif op.filters == "alerts":
+            params += [_parameter(s.name, s.help, s.schema) for s in flt.ALERT_FILTERS]
         params += [_parameter(p.name, p.help, p.schema, required=getattr(p, "required", False))
                    for p in op.params if p.name not in {q["name"] for q in params}]
         responses: dict[str, Any] = {"200": {"description": "OK",

@@ -18,6 +18,7 @@ from authwire import access
 from authwire.counters import Counters
 from authwire.http_listener import HttpListener
 from authwire.query import http_api
+from authwire.store.alerts import AlertStore, alerts_path
 from authwire.store.record_store import Store
 
 
@@ -28,13 +29,17 @@ def default_token_file(db: str | Path) -> Path:
 
 async def run(db: str, listen: list[str], token_file: str = "", out: TextIO = sys.stdout) -> None:
     store = Store(db, read_only=True)
+    alerts_file = alerts_path(db)
+    alerts = AlertStore(alerts_file, read_only=True) if alerts_file.exists() else None
     token = access.load_or_create_token(token_file or default_token_file(db))
     http = HttpListener(listen, token, setting="--http-listen")
     counters = Counters()
-    http_api.register(http, store, counters, inspector_status=f"not running: `authwire web` reads {db}")
+    http_api.register(http, store, counters, inspector_status=f"not running: `authwire web` reads {db}",
+                      alerts=alerts)
     await http.start()
     try:
-        print(f"authwire web: {store.count():,} records in {db} (read-only)", file=out, flush=True)
+        print(f"authwire web: {store.count():,} records, {alerts.count() if alerts else 0:,} alerts in {db} "
+              "(read-only)", file=out, flush=True)
         link = http_api.announce(http, lambda text: print(text, file=out, flush=True))
         if link is None:
             print(f"authwire web: listening on {', '.join(listen)} (no TCP address: no login link)", file=out,
@@ -47,3 +52,5 @@ async def run(db: str, listen: list[str], token_file: str = "", out: TextIO = sy
     finally:
         await http.stop()
         store.close()
+        if alerts is not None:
+            alerts.close()
