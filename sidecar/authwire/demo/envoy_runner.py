@@ -85,6 +85,17 @@ class GatewaySpec:
     consumer_header: str = CONSUMER_HEADER
     als_flush_interval: str = "0.2s"
     als_buffer_bytes: int = 16384  # Envoy's default; a flush happens at this size or at the interval
+    # The sidecar's bearer token, sent as gRPC initial metadata when als_target is TCP (the sidecar
+    # requires it there, loopback included; a unix socket needs none: its file mode decides).
+    als_token: str | None = None
+
+
+def _als_grpc_service(spec: GatewaySpec) -> dict[str, Any]:
+    service: dict[str, Any] = {"envoy_grpc": {"cluster_name": "authwire"}}
+    tcp = spec.als_target is not None and not (spec.als_target.startswith("unix:") or spec.als_target.startswith("/"))
+    if tcp and spec.als_token:
+        service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {spec.als_token}"}]
+    return service
 
 
 def render_config(spec: GatewaySpec, creds: DemoCredentials) -> dict[str, Any]:
@@ -114,7 +125,7 @@ def render_config(spec: GatewaySpec, creds: DemoCredentials) -> dict[str, Any]:
                 "common_config": {
                     "log_name": "authwire",
                     "transport_api_version": "V3",
-                    "grpc_service": {"envoy_grpc": {"cluster_name": "authwire"}},
+                    "grpc_service": _als_grpc_service(spec),
                     "buffer_flush_interval": spec.als_flush_interval,
                     "buffer_size_bytes": spec.als_buffer_bytes,
                 },
