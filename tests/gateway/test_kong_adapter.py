@@ -651,3 +651,27 @@ def test_grpc_failures_carry_the_message_in_grpc_message(kong_home, nginx_availa
         assert (auth.outcome, auth.reason, auth.message, auth.credential_id) == \
             (R.AUTH_OUTCOME_FAILURE, reason, message, cred), path
         assert got[path].event.http.status == 401
+
+
+def test_token_opens_the_sidecars_tcp_listener(kong_home, nginx_available, short_tmp):
+    """The sidecar's TCP gRPC-Web listener wants its bearer token: with config.token reports arrive, without
+    they are refused (send errors, nothing stored)."""
+    token = "aw-token-secret-0212-" + "x" * 20
+    token_file = short_tmp / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    address = f"127.0.0.1:{nginx_process.free_port()}"
+    sidecar = start_gw_sidecar(short_tmp, "--grpc-web-listen", address, "--token-file", str(token_file))
+    try:
+        with Kong(short_tmp, queue={"max_batch_size": 1, "max_retry_time": 0.3}) as kong:
+            kong.get("/test/reconfigure?patch=" + _quote(json.dumps({"sidecar": address})))
+            kong.get("/open/no-token")
+            wait_until(lambda: kong.stats()["dropped_send_failed"] == 1, 10, "the refused report given up")
+            kong.get("/test/reconfigure?patch=" + _quote(json.dumps({"sidecar": address, "token": token})))
+            kong.get("/open/with-token")
+            wait_paths(sidecar, {"/open/with-token"})
+            log = kong.server.log_text()
+        assert "/open/no-token" not in {r.event.http.path for r in records(sidecar)}
+        assert token not in log
+    finally:
+        sidecar.kill()
