@@ -70,3 +70,10 @@ def web_server(tmp_path_factory) -> WebServer:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+
+
+def pytest_terminal_summary(terminalreporter):
+    from test_browser import SCREENSHOTS
+
+    if SCREENSHOTS:
+        terminalreporter.write_line("web view screenshots: " + ", ".join(str(p) for p in SCREENSHOTS))
