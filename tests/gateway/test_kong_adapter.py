@@ -22,12 +22,15 @@ import threading
 import time
 from email.utils import formatdate
 from pathlib import Path
+from urllib.parse import urlencode
 
 import grpc
 import jwt as pyjwt
 import nginx_process
 import pytest
 from gateway_fixtures import gateway_drops, start_gw_sidecar
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import query_pb2
@@ -98,6 +101,20 @@ def http_body(*, http2: bool = False) -> str:
         local patch = require("cjson").decode(ngx.unescape_uri(ngx.var.arg_patch))
         site.reconfigure(patch)
         ngx.say("ok")
+      }}
+    }}
+    location = /test/message {{
+      content_by_lua_block {{
+        -- Kong's own error template for a MIME type (kong/tools/http.lua), filled as kong.response.error does,
+        -- then parsed back; or, with arg_raw, any body the plugin might be handed
+        local args = ngx.req.get_uri_args(10)
+        local body = args.raw
+        if not body then
+          local template = require("kong.tools.http").get_error_template(args.mime)
+          body = string.format(template, args.message, "0123456789abcdef")
+        end
+        local m = require("kong.plugins.authwire.response_message").of(body, args.mime, args.grpc)
+        ngx.say(require("cjson").encode({{ message = m and ngx.encode_base64(m) or ngx.null }}))
       }}
     }}
     location = /test/schema {{
@@ -675,3 +692,39 @@ def test_token_opens_the_sidecars_tcp_listener(kong_home, nginx_available, short
         assert token not in log
     finally:
         sidecar.kill()
+
+
+MESSAGE_TEXT = st.text(st.characters(codec="utf-8", exclude_characters='"<>&\\\n\r%', exclude_categories=("Cs", "Cc")),
+                       min_size=1, max_size=80).filter(lambda m: m.strip() == m and m != "")
+
+
+@pytest.fixture
+def kong_server(kong_home, nginx_available, short_tmp):
+    with Kong(short_tmp) as kong:
+        yield kong
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=MESSAGE_TEXT, fmt=st.sampled_from(sorted(ACCEPTS)))
+def test_every_kong_error_template_parses_back(kong_server, message, fmt):
+    """Property: whatever message an auth plugin passes to kong.response.error, Kong's own template for the
+    client's Accept format (kong/tools/http.lua) parses back to exactly that message."""
+    code, body, _ = kong_server.get("/test/message?" + urlencode({"mime": ACCEPTS[fmt], "message": message}))
+    assert code == 200
+    assert base64.b64decode(json.loads(body)["message"]).decode() == message
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(min_size=1, max_size=1200), mime=st.sampled_from(["", "text/html", "application/json",
+                                                                     "text/plain", "application/xml", "x/y"]),
+       grpc=st.one_of(st.none(), st.text(max_size=40)))
+def test_any_reply_body_is_parsed_without_raising(kong_server, raw, mime, grpc):
+    """Property: any body (they are bounded, and partly attacker-influenced) gives a message no longer than the
+    body, or none; the parser never raises."""
+    query = {"raw": raw, "mime": mime}
+    if grpc is not None:
+        query["grpc"] = grpc
+    code, body, _ = kong_server.get("/test/message?" + urlencode(query))
+    assert code == 200, body
+    got = json.loads(body)["message"]
+    assert got is None or 0 < len(base64.b64decode(got)) <= max(len(raw), len((grpc or "").encode()))
