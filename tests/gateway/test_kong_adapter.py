@@ -728,3 +728,22 @@ def test_any_reply_body_is_parsed_without_raising(kong_server, raw, mime, grpc):
     assert code == 200, body
     got = json.loads(body)["message"]
     assert got is None or 0 < len(base64.b64decode(got)) <= max(len(raw), len((grpc or "").encode()))
+
+
+def test_unlimited_concurrency_queue_counts_every_event(kong_home, nginx_available, short_tmp):
+    """Kong 3.9's concurrency_limit = -1 keeps no queue: each event gets its own timer and queue object. Events
+    are still bounded, delivered or given up, and counted once."""
+    with Kong(short_tmp, queue={"concurrency_limit": -1, "max_entries": 4}) as kong:
+        for i in range(10):  # sidecar down: 4 in flight at most, the rest dropped, the 4 given up after 1 s
+            kong.get(f"/key/u{i}", {"apikey": API_KEY})
+        down = wait_until(lambda: (s := kong.stats())["pending"] == 0 and s, 15, "every event given up")
+        sidecar = start_gw_sidecar(short_tmp)
+        try:
+            for i in range(3):
+                kong.get(f"/key/up{i}", {"apikey": API_KEY})
+            wait_paths(sidecar, {f"/key/up{i}" for i in range(3)})
+            up = wait_until(lambda: (s := kong.stats())["pending"] == 0 and s, 15, "nothing pending")
+        finally:
+            sidecar.kill()
+    assert down["dropped_queue_full"] == 6 and down["dropped_send_failed"] == 4
+    assert up["sent"] == 3 and up["queued"] == 7
