@@ -6,6 +6,7 @@ import re
 import urllib.error
 import urllib.request
 
+import dashboard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,13 +34,13 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 def test_every_counter_is_exposed_with_prometheus_names():
     counters = Counters()
     for name, spec in COUNTERS.items():
-        counters.inc(name, "x" if spec.label else "", 3)
+        counters.inc(name, "/".join(f"x{i}" for i in range(len(spec.labels))), 3)
     counters.inc("detect.something_new", "bucket_a", 2)   # a counter nobody mapped yet: still exposed
     counters.inc("kernel.decode_errors")                  # app-side kernel counter without an inspector
     text = Metrics(counters).render().decode()
     got = samples(text)
     for spec in COUNTERS.values():
-        labels = (((spec.label, "x"),) if spec.label else ())
+        labels = tuple(sorted((name, f"x{i}") for i, name in enumerate(spec.labels)))
         assert got[(f"authwire_{spec.metric}_total", labels)] == 3, spec
     assert got[("authwire_detect_something_new_total", (("kind", "bucket_a"),))] == 2
     assert got[("authwire_kernel_decode_errors_total", ())] == 1
@@ -123,6 +124,9 @@ def test_metrics_carry_no_record_data_and_healthz_reports_store_and_inspector(tm
         assert got[("authwire_store_records", ())] == 2
         assert got[("authwire_inspector_up", (("status", "disabled by --no-inspector"),))] == 0
         assert got[("authwire_ingest_ack_seconds_count", ())] == 1
+        assert got[("authwire_auth_records_total", (("method", "jwt"), ("outcome", "success"), ("reason", "")))] == 1
+        assert got[("authwire_auth_records_total", (("method", "jwt"), ("outcome", "failure"),
+                                                    ("reason", "expired")))] == 1
         status, body = _get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and '"store": {"ok": true' in body and "disabled by --no-inspector" in body
     finally:
@@ -149,6 +153,12 @@ def test_real_prometheus_scrapes_the_ingest_counter_at_the_value_sent(tmp_path):
         sidecar.ingest().Report(ingest_pb2.ReportRequest(events=[auth_event("p-last")]))
         wait_until(lambda: prometheus.value('authwire_ingest_received_records_total{source="grpc"}') == sent + 1,
                    30, "the next scrape to show one more received record")
+        # Every query of the Grafana dashboard (compose/observability) is valid PromQL for this Prometheus,
+        # and the ingest panels have data.
+        for expr in dashboard.expressions():
+            prometheus.query(dashboard.runnable(expr))  # raises unless Prometheus answers "success"
+        assert prometheus.value(dashboard.runnable(
+            'sum(increase(authwire_auth_records_total{job=~"$job", instance=~"$instance"}[$__rate_interval]))')) > 0
     finally:
         if prometheus is not None:
             prometheus.stop()

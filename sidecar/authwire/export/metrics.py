@@ -23,18 +23,31 @@ from prometheus_client.registry import Collector
 
 from authwire import __version__
 from authwire.counters import Counters
+from authwire.records import short_enum
+from authwire.v1 import auth_event_pb2 as ae
 
 
 @dataclass(frozen=True)
 class CounterSpec:
     metric: str   # without the authwire_ prefix and the _total suffix
-    label: str    # the label name for the Counters label ("" = the counter has none)
+    label: str    # the label name for the Counters label ("" = none; "a,b" = the label is "x/y": a=x, b=y)
     help: str
+
+    @property
+    def labels(self) -> list[str]:
+        return self.label.split(",") if self.label else []
+
+    def values(self, label: str) -> list[str]:
+        n = len(self.labels)
+        parts = label.split("/", n - 1) if n > 1 else [label] if n else []
+        return parts + [""] * (n - len(parts))
 
 
 # Counters name -> how it is exposed. Names not listed here are still exposed (see _fallback), so a counter
 # added elsewhere is never missing from /metrics; listing it gives it a better name, label and help text.
 COUNTERS: dict[str, CounterSpec] = {
+    "auth.records": CounterSpec("auth_records", "method,outcome,reason",
+                                "Committed records by authentication method, outcome and failure reason"),
     "ingest.received": CounterSpec("ingest_received_records", "source",
                                    "Records received from gateways, by transport"),
     "ingest.accepted": CounterSpec("ingest_accepted_records", "source",
@@ -145,15 +158,14 @@ class AuthwireCollector(Collector):
             family = families.get(spec.metric)
             if family is None:
                 family = families[spec.metric] = CounterMetricFamily(
-                    f"authwire_{spec.metric}", spec.help, labels=[spec.label] if spec.label else None)
-            family.add_metric([label] if spec.label else [], value)
-        # Families every deployment has, even before their first event: a dashboard shows 0, not "no data".
-        for name in ("ingest.received", "ingest.accepted", "ingest.rejected", "gateway.dropped", "join",
-                     "store.write_failed"):
-            spec = COUNTERS[name]
+                    f"authwire_{spec.metric}", spec.help, labels=spec.labels or None)
+            family.add_metric(spec.values(label), value)
+        # Every known family, even before its first event: dashboards and alerts see a metric that exists
+        # (no samples yet) rather than a name that might be misspelt.
+        for spec in COUNTERS.values():
             if spec.metric not in families:
                 families[spec.metric] = CounterMetricFamily(f"authwire_{spec.metric}", spec.help,
-                                                            labels=[spec.label] if spec.label else None)
+                                                            labels=spec.labels or None)
         yield from families.values()
 
     def _histograms(self) -> Iterator[Metric]:
@@ -236,6 +248,8 @@ def register(http: Any, counters: Counters, store: Any = None, inspector: Any = 
     """Add GET /metrics (public: data-free) and the store/inspector health checks to the HTTP listener."""
     metrics = Metrics(counters, store, inspector, inspector_status, gauges)
     http.add_route("GET", "/metrics", metrics.handle, public=True)
+    if pipeline is not None:
+        pipeline.subscribe(AuthOutcomes(counters), name="auth_outcomes")
     if hasattr(http, "add_health_check"):
         health = StoreHealth(counters, store)
         if pipeline is not None:
@@ -243,6 +257,33 @@ def register(http: Any, counters: Counters, store: Any = None, inspector: Any = 
         http.add_health_check("store", health.check)
         http.add_health_check("inspector", lambda: (True, inspector_status or "unknown"))
     return metrics
+
+
+class AuthOutcomes:
+    """Pipeline subscriber: committed records by auth method/outcome/reason (all enums: bounded labels).
+
+    Counted per batch into a local dict, then one Counters.inc per distinct key: a few dict operations per
+    record, and nothing at all on the request path (subscribers run after the ack).
+    """
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+        self._labels: dict[tuple[int, int, int], str] = {}
+
+    def __call__(self, records: list) -> None:
+        seen: dict[tuple[int, int, int], int] = {}
+        for record in records:
+            auth = record.event.auth
+            key = (auth.method, auth.outcome, auth.reason)
+            seen[key] = seen.get(key, 0) + 1
+        for key, n in seen.items():
+            label = self._labels.get(key)
+            if label is None:
+                method, outcome, reason = key
+                label = self._labels[key] = "/".join((
+                    short_enum(ae.AuthMethod, method), short_enum(ae.AuthOutcome, outcome),
+                    short_enum(ae.FailureReason, reason) if reason else ""))
+            self.counters.inc("auth.records", label, n)
 
 
 class StoreHealth:
