@@ -96,12 +96,16 @@ def test_overlay_settings_are_valid_and_agree_with_prometheus_and_the_collector(
     sd = job["dns_sd_configs"][0]
     assert gateway in sd["names"] and gateway in gateway_compose(gateway)["services"]
     assert config.http_listen == [f"0.0.0.0:{sd['port']}"] and job["metrics_path"] == "/metrics"
-    # ... with authwire's own token file (non-loopback listener), from the shared volume
-    volumes = dict(v.split(":")[:2][::-1] for v in services["prometheus"]["volumes"])
-    token_dir = next(target for target, source in volumes.items() if source == "authwire-data")
-    token = Path(token_dir) / config_mod.token_path(config).relative_to(Path(config.db).parent)
-    assert job["authorization"]["credentials_file"] == str(token)
-    for source in [*volumes.values(), *[v.split(":")[0] for v in services["grafana"]["volumes"]]]:
+    # ... with the token authwire uses (non-loopback listener): the same compose secret in both containers
+    token = config_mod.token_path(config)
+    assert token.parent == Path("/run/secrets") and job["authorization"]["credentials_file"] == str(token)
+    secret = token.name
+    assert secret in services["prometheus"]["secrets"] and secret in services["authwire"]["secrets"]
+    assert secret in overlay()["secrets"]
+    if secret in gateway_compose(gateway).get("secrets", {}):  # kong: the same definition, merged
+        assert gateway_compose(gateway)["secrets"][secret] == overlay()["secrets"][secret]
+    volumes = [v.split(":")[0] for v in services["prometheus"]["volumes"] + services["grafana"]["volumes"]]
+    for source in volumes:
         if source.startswith("."):
             assert (ROOT / "compose" / gateway / source).resolve().exists(), source
 
