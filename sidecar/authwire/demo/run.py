@@ -371,6 +371,8 @@ class Demo:
         ]:
             verb = "alerts" if command.startswith("alerts") else "query"
             self.say(f"  {exe_text} {verb} --db {db} {command.removeprefix(verb).strip()}\n      # {why}")
+        self.say(f"\nOr look at them in a browser: `{exe_text} web --db {db}` prints a one-time login link to the "
+                 "web view (failures chart -> the scanner's SYN signature -> its IPs -> inspect page).")
         self.say(f"\nFor real use run `{exe_text} serve` beside your gateway: see README.md and "
                  "gateway-plugins/envoy/README.md.")
 
