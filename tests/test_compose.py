@@ -100,8 +100,14 @@ def test_envoy_sends_its_access_log_where_authwire_listens():
     bootstrap = yaml.safe_load((PLUGINS / "envoy" / "envoy.yaml").read_text())
     clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
     als = clusters["authwire"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-    target = f"{als['socket_address']['address']}:{als['socket_address']['port_value']}"
     config = serve_config(doc["services"]["authwire"]["command"])
+    if "pipe" in als:  # authwire's unix socket, in a volume both services mount at the same path
+        target = f"unix:{als['pipe']['path']}"
+        socket_dir = str(Path(als["pipe"]["path"]).parent)
+        for service in (envoy, doc["services"]["authwire"]):
+            assert any(v.split(":")[1] == socket_dir for v in service["volumes"] if v.count(":") >= 1)
+    else:
+        target = f"{als['socket_address']['address']}:{als['socket_address']['port_value']}"
     assert target in config.listen  # same namespace, so 127.0.0.1 is authwire's
     assert config.grpc_web_listen == []
     # the consumer header Envoy logs is the one authwire reads

@@ -52,6 +52,8 @@ class Config:
     # --- access (hardening): tokens, TLS, limits ---
     token_file: str = _opt("", "bearer token file for TCP listeners (created 0600 if missing; "
                                "default: 'token' beside the store; 'off': no token, unix sockets only)")
+    socket_group: str = _opt("", "group (name or gid) given the unix sockets, which are then 0660: e.g. the "
+                                 "gateway workers' group, so no other local user can connect")
     grpc_max_message_bytes: int = _opt(4 * 1024 * 1024, "gRPC: largest request message accepted")
     grpc_max_concurrent_rpcs: int = _opt(256, "gRPC: calls handled at once, all connections together "
                                               "(more get RESOURCE_EXHAUSTED)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import grp
 import ipaddress
 import os
 import stat
@@ -109,3 +110,18 @@ class ListenerLock:
 def claim(address: str, setting: str) -> ListenerLock:
     """Parse address and claim it (see ListenerLock); raises ValueError or ListenerInUse naming it."""
     return ListenerLock(parse_listen_address(address, setting), setting)
+
+
+def set_socket_access(path: str, mode: int, group: str = "") -> None:
+    """chmod a unix socket; with group (name or number) also chgrp it and allow no one else (mode & 0o770).
+
+    The socket's file mode is the access rule on a unix socket: connect() needs write permission.
+    """
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f"socket_group {group!r}: no such group") from None
+        os.chown(path, -1, gid)
+        mode &= 0o770
+    os.chmod(path, mode)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import signal
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from authwire.ingest import envoy_als
 from authwire.ingest import grpc_service as ingest_service
 from authwire.join.joiner import Joiner
 from authwire.kernel import block_service
-from authwire.listen import ListenerLock, claim
+from authwire.listen import ListenerLock, claim, set_socket_access
 from authwire.pipeline import Pipeline
 from authwire.query.grpc_service import QueryService
 from authwire.store.alerts import AlertStore, alerts_path
@@ -181,14 +180,15 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     await server.start()
     for address in config.listen:
         if address.startswith("unix:"):
-            os.chmod(address[len("unix:"):], 0o660)
+            set_socket_access(address[len("unix:"):], 0o660, config.socket_group)
 
     if config.grpc_web_listen:
         from authwire.ingest.grpc_web import GrpcWebLimits, start_grpc_web
         grpc_web = await start_grpc_web(config.grpc_web_listen, pipeline, counters, token, GrpcWebLimits(
             max_body=config.grpc_web_max_body_bytes, max_connections=config.grpc_web_max_connections,
             max_in_flight=config.grpc_web_max_in_flight, header_timeout=config.grpc_web_header_timeout,
-            body_timeout=config.grpc_web_body_timeout, shutdown_grace=SHUTDOWN_GRACE_SECONDS))
+            body_timeout=config.grpc_web_body_timeout, shutdown_grace=SHUTDOWN_GRACE_SECONDS),
+            socket_group=config.socket_group)
         running.push_async_callback(grpc_web.cleanup)
 
     if config.http_listen:

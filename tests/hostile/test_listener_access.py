@@ -199,3 +199,16 @@ def test_envoy_sends_the_token_as_initial_metadata_to_a_tcp_listener(tmp_path):
         for envoy in envoys:
             envoy.stop()
         sidecar.kill()
+
+
+def test_socket_group_limits_both_unix_sockets_to_that_group(tmp_path):
+    import grp
+
+    group = grp.getgrnam("daemon")
+    sidecar = start_sidecar(tmp_path, "--socket-group", "daemon", "--grpc-web-listen", f"unix:{tmp_path}/gw.sock")
+    try:
+        for path in (sidecar.address.removeprefix("unix:"), str(tmp_path / "gw.sock")):
+            st = os.stat(path)
+            assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, group.gr_gid), path
+    finally:
+        sidecar.kill()

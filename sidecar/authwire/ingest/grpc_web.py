@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import struct
 from collections.abc import Callable, Sequence
@@ -36,7 +35,7 @@ from aiohttp import web
 from authwire.access import BearerToken
 from authwire.ingest.decode import Malformed, decode_report
 from authwire.ingest.problem_log import RateLimitedLog
-from authwire.listen import ListenAddress, parse_listen_address
+from authwire.listen import ListenAddress, parse_listen_address, set_socket_access
 from authwire.pipeline import StoreUnavailable
 from authwire.v1 import auth_event_pb2, ingest_pb2
 
@@ -354,7 +353,8 @@ def _bind(address: ListenAddress) -> socket.socket:
 
 
 async def start_grpc_web(addresses: list[str], pipeline: ReportPipeline, counters: CounterSink,
-                         token: BearerToken | None = None, limits: GrpcWebLimits | None = None) -> Any:
+                         token: BearerToken | None = None, limits: GrpcWebLimits | None = None,
+                         socket_group: str = "") -> Any:
     """Listen on every address; returns the aiohttp AppRunner (`await runner.cleanup()` stops it).
 
     The bound addresses (TCP port 0 resolved) are in `runner.addresses` as (host, port) or path.
@@ -379,9 +379,9 @@ async def start_grpc_web(addresses: list[str], pipeline: ReportPipeline, counter
             await site.start()
             if address.is_unix:
                 # The gateway's workers run as their own user (nginx www-data, APISIX nobody, Kong kong) and
-                # connect() needs write permission: the socket is open to local users, as the loopback TCP
-                # listener would be; reports are validated like any other, and no record is served here.
-                os.chmod(address.path, 0o666)
+                # connect() needs write permission: without socket_group the socket is open to every local
+                # user (reports only: no record is served here); with it, to that group only (0660).
+                set_socket_access(address.path, 0o666, socket_group)
             log.info("gRPC-Web Ingest listening on %s", site.name)
     except BaseException:
         await runner.cleanup()
