@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ import grpc  # noqa: E402
 from gateway import basic_authorization  # noqa: E402
 
 from authwire.demo.lab import Topology  # noqa: E402
+from authwire.store.record_store import Store  # noqa: E402
 from authwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, record_pb2  # noqa: E402
 from support import start_sidecar  # noqa: E402
 
@@ -155,13 +155,11 @@ def replay_phase(sidecar) -> tuple[int, float, float]:
     """Phase 2: every stored report again (new request ids), sent straight to the sidecar with a few
     batches in flight, while its connections are closed but inside the grace period: what the join +
     store path sustains when it has the CPU to itself. Returns (events, seconds, sidecar CPU seconds)."""
-    db = sqlite3.connect(f"file:{sidecar.db}?mode=ro", uri=True)
     events = []
-    for (blob,) in db.execute("SELECT record FROM records"):
-        event = record_pb2.EnrichedRecord.FromString(blob).event
+    for record in Store(sidecar.db, read_only=True).scan():
+        event = record.event
         event.request_id = "replay-" + event.request_id
         events.append(event)
-    db.close()
     batches = [events[i:i + 500] for i in range(0, len(events), 500)]
 
     async def send() -> None:
@@ -184,11 +182,12 @@ def replay_phase(sidecar) -> tuple[int, float, float]:
 
 
 def judge_replay(db_path: Path, n: int, seconds: float, cpu: float) -> None:
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    uid_of = dict(db.execute("SELECT request_id, connection_uid FROM records WHERE request_id NOT LIKE 'replay-%'"))
+    records = list(Store(db_path, read_only=True).scan())
+    uid_of = {r.event.request_id: r.connection.uid or None for r in records
+              if not r.event.request_id.startswith("replay-")}
     exact = same = 0
-    for rid, uid, status in db.execute(
-            "SELECT request_id, connection_uid, join_status FROM records WHERE request_id LIKE 'replay-%'"):
+    for rid, uid, status in ((r.event.request_id, r.connection.uid or None, r.join.status) for r in records
+                             if r.event.request_id.startswith("replay-")):
         exact += status == record_pb2.JOIN_STATUS_EXACT
         same += uid is not None and uid == uid_of.get(rid.removeprefix("replay-"))
     print(f"join_replay: {n} reports straight to the sidecar (4 x 500-event batches in flight, connections "
@@ -206,15 +205,15 @@ def cpu_seconds(pid: int) -> float:
 def judge(db_path: Path, topo: Topology, connections: int, load_s: float, all_s: float,
           sidecar_cpu: float) -> None:
     ttl_of_ip = {c.ip4: ttl for c, ttl in zip(topo.client_list, STACK_TTLS, strict=True)}
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     status_counts: dict[int, int] = defaultdict(int)
     uid_of_gw: dict[tuple[str, int], str] = {}
     gw_of_uid: dict[str, tuple[str, int]] = {}
     wrong = 0
     total = 0
     first_ns = last_ns = None
-    for (blob,) in db.execute("SELECT record FROM records WHERE request_id NOT LIKE 'replay-%'"):
-        rec = record_pb2.EnrichedRecord.FromString(blob)
+    for rec in Store(db_path, read_only=True).scan():
+        if rec.event.request_id.startswith("replay-"):
+            continue
         total += 1
         status_counts[rec.join.status] += 1
         start = rec.event.start_time.ToNanoseconds()

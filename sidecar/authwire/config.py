@@ -113,6 +113,9 @@ class Config:
                                 "inspector only observes and counts what it would have dropped")
     block_allow: list[str] = _opt([], "CIDRs never put in the block list (repeatable; loopback never is)")
     #
+    # -- store and JSONL files (cost) --
+    data_group: str = _opt("", "group allowed to read the store and JSONL files (created 0640); "
+                               "empty: owner only (0600)")
 
     @classmethod
     def fields(cls) -> list[dataclasses.Field]:

@@ -1,8 +1,16 @@
-"""The one data path: validate -> join -> store (+ JSONL) -> acknowledge.
+"""The one data path: validate -> join -> store (+ JSONL) -> acknowledge -> subscribers.
 
 Every entry point (gRPC Ingest, gRPC-Web, Envoy ALS) calls Pipeline.report; nothing else writes the store.
 Writes are group-committed: reports arriving while a commit runs are written together in the next one,
 and each caller is answered only after its records are committed.
+
+Hot path: no EnrichedRecord is built per record. Each accepted event becomes one plain row tuple
+(store.columns.plain_row: the event's fields, the join figures and the joined Connection object) that the
+store and the JSONL sink both consume. Subscribers (Pipeline.subscribe) do get EnrichedRecord messages:
+those are built only while somebody subscribes (about 10 us a record here).
+
+Connections: the store keeps each connection's facts once (as of its first join); when the kernel reports
+a stored connection closed, the writer thread stores its final facts (update_connections).
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,9 +27,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from authwire.counters import Counters
 from authwire.ingest.validate import validate_batch
 from authwire.join.joiner import Joiner
+from authwire.store.columns import plain_row
 from authwire.store.jsonl import JsonlSink
-from authwire.store.record_store import Store
-from authwire.v1 import auth_event_pb2, ingest_pb2, record_pb2
+from authwire.store.record_store import Store, StoreLost, is_closed
+from authwire.v1 import auth_event_pb2, connection_pb2, ingest_pb2, record_pb2
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +49,23 @@ class Pipeline:
         self.joiner = joiner
         self.counters = counters
         self.jsonl = jsonl
-        self._pending: list[tuple[list[record_pb2.EnrichedRecord], asyncio.Future]] = []
+        self._pending: list[tuple[list[tuple], list[record_pb2.EnrichedRecord] | None, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._committed = asyncio.Condition()
         # One thread does all SQLite writing, so the event loop never blocks on disk.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authwire-store")
         self._writer: asyncio.Task | None = None
         self._closing = False
+        self._lost_logged = False
         self._subscribers: list[tuple[str, Subscriber]] = []
+        self._closed_conns: deque[connection_pb2.Connection] = deque(maxlen=65536)
+        if joiner.table is not None:
+            joiner.table.add_listener(self._on_connection)
+
+    def _on_connection(self, conn: connection_pb2.Connection) -> None:
+        """Kernel poller thread: remember stored connections that closed, for the writer to update."""
+        if is_closed(conn) and self.store.knows(conn.uid):
+            self._closed_conns.append(conn)
 
     def subscribe(self, callback: Subscriber, name: str | None = None) -> None:
         """Call callback(records) on the event loop after each batch is committed and acknowledged.
@@ -88,12 +107,16 @@ class Pipeline:
         good, rejections = validate_batch(events, time.time(), self.counters, source)
         if good:
             joined = await self.joiner.join_batch(good)
-            received = Timestamp()
-            received.GetCurrentTime()
-            records = [record_pb2.EnrichedRecord(event=e, connection=c, join=j, received_time=received)
-                       for e, (c, j) in zip(good, joined, strict=True)]
-            await self._commit(records)
-            self.counters.inc("ingest.accepted", source, len(records))
+            received_ns = time.time_ns()
+            rows = [plain_row(e, received_ns, c, j) for e, (c, j) in zip(good, joined, strict=True)]
+            records = None
+            if self._subscribers:
+                received = Timestamp()
+                received.FromNanoseconds(received_ns)
+                records = [record_pb2.EnrichedRecord(event=e, connection=c, join=j, received_time=received)
+                           for e, (c, j) in zip(good, joined, strict=True)]
+            await self._commit(rows, records)
+            self.counters.inc("ingest.accepted", source, len(rows))
         if drops is not None:
             for kind, n in (("queue_full", drops.queue_full), ("send_failed", drops.send_failed),
                             ("encode_failed", drops.encode_failed)):
@@ -102,11 +125,11 @@ class Pipeline:
         self.counters.observe("ingest.ack_seconds", time.perf_counter() - received_at)
         return ingest_pb2.ReportResponse(accepted=len(good), rejections=rejections)
 
-    async def _commit(self, records: list[record_pb2.EnrichedRecord]) -> None:
+    async def _commit(self, rows: list[tuple], records: list[record_pb2.EnrichedRecord] | None) -> None:
         if self._closing or self._writer is None:
             raise StoreUnavailable("authwire is shutting down; retry against the next instance")
         done = asyncio.get_running_loop().create_future()
-        self._pending.append((records, done))
+        self._pending.append((rows, records, done))
         self._wakeup.set()
         await done
 
@@ -120,34 +143,56 @@ class Pipeline:
                 if self._closing:
                     return
                 continue
-            records = [r for recs, _ in batch for r in recs]
+            rows = [r for rws, _, _ in batch for r in rws]
             try:
-                await loop.run_in_executor(self._executor, self._write, records)
+                await loop.run_in_executor(self._executor, self._write, rows)
             except Exception as exc:  # the store failed: no ack, callers see the error and retry
-                log.error("store write of %d records failed: %s", len(records), exc)
-                self.counters.inc("store.write_failed", type(exc).__name__, len(records))
-                for _, done in batch:
+                if isinstance(exc, StoreLost):
+                    self.counters.inc("store.lost", "", len(rows))
+                    if not self._lost_logged:
+                        self._lost_logged = True
+                        log.error("%s", exc)
+                else:
+                    log.error("store write of %d records failed: %s", len(rows), exc)
+                self.counters.inc("store.write_failed", type(exc).__name__, len(rows))
+                for _, _, done in batch:
                     if not done.done():
                         done.set_exception(StoreUnavailable(f"store write failed: {exc}"))
                 continue
-            for _, done in batch:
+            for _, _, done in batch:
                 if not done.done():
                     done.set_result(None)
             if self._subscribers:
-                loop.call_soon(self._notify, records)
+                records = [r for _, recs, _ in batch if recs is not None for r in recs]
+                if records:
+                    loop.call_soon(self._notify, records)
             async with self._committed:
                 self._committed.notify_all()
             if self._closing and not self._pending:
                 return
 
-    def _write(self, records: list[record_pb2.EnrichedRecord]) -> None:
-        self.store.write(records)
+    def _write(self, rows: list[tuple]) -> None:
+        """The store thread: commit, then the JSONL lines, then final facts of connections that closed."""
+        self.store.write_rows(rows)
         if self.jsonl is not None:
-            try:
-                self.jsonl.write(records)
-            except OSError as exc:  # the store has them; the shipper file does not: count it
-                self.counters.inc("jsonl.write_failed", type(exc).__name__, len(records))
-                log.warning("JSONL write failed (%d records are in the store only): %s", len(records), exc)
+            self.jsonl.write(rows, self.store.connection_json)
+        if self._closed_conns:
+            self._update_closed()
+
+    def _update_closed(self) -> None:
+        table = self.joiner.table
+        final = []
+        while self._closed_conns:
+            light = self._closed_conns.popleft()
+            for conn in table.candidates(light.client.ip, light.client.port, light.server.ip, light.server.port):
+                if conn.uid == light.uid:
+                    final.append(conn)
+                    break
+        try:
+            self.counters.inc("store.connections_closed", "", self.store.update_connections(final))
+        except Exception as exc:  # the records are committed; only the connection's final counters are missing
+            self.counters.inc("store.connection_update_failed", type(exc).__name__, len(final))
+            log.warning("storing the final facts of %d closed connections failed: %s", len(final), exc)
 
     async def wait_for_commit(self, timeout: float) -> None:
         """Return after the next commit, or after timeout (for Tail)."""

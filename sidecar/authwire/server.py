@@ -118,7 +118,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     claims = claim_listeners(config)
     running.callback(lambda: [c.release() for c in claims])
     counters = Counters()
-    store = Store(config.db)
+    store = Store(config.db, group=config.data_group or None)
     running.callback(store.close)
     # In a worker thread: pyroute2's synchronous API (tc attach) runs its own event loop, which fails
     # inside this running one ("This event loop is already running").
@@ -126,7 +126,8 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     if inspector is not None:
         running.push_async_callback(asyncio.to_thread, inspector.stop)  # tc detach: pyroute2 again
     table = inspector.table if inspector is not None else None
-    jsonl = JsonlSink(config.jsonl, config.jsonl_max_bytes, config.jsonl_keep, counters) if config.jsonl else None
+    jsonl = (JsonlSink(config.jsonl, config.jsonl_max_bytes, config.jsonl_keep, counters,
+                       group=config.data_group or None) if config.jsonl else None)
     # OTLP export: started before the detections and the pipeline, so closed after both (LIFO) with their
     # last records and alerts.
     from authwire.export import otlp
@@ -216,6 +217,8 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if jsonl is not None:  # logrotate's postrotate: reopen the JSONL path
+        loop.add_signal_handler(signal.SIGHUP, jsonl.request_reopen)
     retention = loop.create_task(_retention_loop(store, config, counters))
     running.callback(retention.cancel)
     await stop.wait()

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import time
 
@@ -17,6 +16,7 @@ import pytest
 
 from authwire.demo.envoy_runner import EnvoyUnavailable, envoy_binary
 from authwire.demo.lab import PREFIX
+from authwire.store.record_store import Store
 from support import AUTHWIRE, IN_CI, require, wait_until
 
 pytestmark = [pytest.mark.gateway, pytest.mark.kernel]
@@ -65,8 +65,7 @@ def test_demo_records_every_request_and_cleans_up(tmp_path):
     # The store stays for the printed commands, and they work.
     db = output / "authwire.db"
     attacks = int(re.search(r"attacks: (\d+) requests", out).group(1))
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == sent + attacks
+    assert Store(db, read_only=True).count() == sent + attacks
     # item 4 of issue 12: the demo ends with the alerts its traffic raised, each detection at least once
     if inspector_on:  # the stack-based detections need the kernel's SYN facts
         alerts = subprocess.run([AUTHWIRE, "alerts", "--db", str(db), "--format", "json"], capture_output=True,

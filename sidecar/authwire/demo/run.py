@@ -35,6 +35,7 @@ from authwire.demo.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySp
 from authwire.demo.lab import ClientStack, Host, Lab
 from authwire.kernel import capabilities
 from authwire.records import short_enum
+from authwire.store.record_store import remove_files
 from authwire.v1 import auth_event_pb2, query_pb2, query_pb2_grpc, record_pb2
 
 GATEWAY_PORT = 8080
@@ -188,8 +189,7 @@ class Demo:
                                              f"{up.ip}:{UPSTREAM_PORT}"]), self.work / "upstream.log")
 
     def start_sidecar(self) -> query_pb2.StatsResponse:
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(self.db) + suffix).unlink(missing_ok=True)
+        remove_files(self.db)  # catalog, segments and their WAL files: the demo starts afresh
         jsonl = self.output / "records.jsonl"
         jsonl.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "authwire", "serve", "--listen", f"unix:{self.socket}",
