@@ -33,6 +33,53 @@ from authwire.store.columns import CONN, json_dict
 log = logging.getLogger(__name__)
 
 
+class RotatingFile:
+    """Appends text lines to PATH (created 0600, or 0640 with group); before it would pass max_bytes renames
+    PATH -> PATH.1 -> ... PATH.keep. Used for the alerts JSONL (authwire.detect.engine)."""
+
+    def __init__(self, path: str | os.PathLike, max_bytes: int, keep: int, group: str | int | None = None) -> None:
+        from authwire.store.record_store import create_private
+
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.keep = max(keep, 0)
+        self.group = group
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(self.path, group)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the run
+
+    def write(self, lines: Sequence[str]) -> None:
+        chunk: list[str] = []
+        size = self._file.tell()
+        for line in lines:
+            n = len(line.encode())
+            if self.max_bytes and size and size + n > self.max_bytes:  # never split a line across files
+                self._file.write("".join(chunk))
+                chunk = []
+                self._rotate()
+                size = 0
+            chunk.append(line)
+            size += n
+        self._file.write("".join(chunk))
+        self._file.flush()
+
+    def _rotate(self) -> None:
+        from authwire.store.record_store import create_private
+
+        self._file.close()
+        for i in range(self.keep, 0, -1):
+            src = self.path if i == 1 else self.path.with_name(f"{self.path.name}.{i - 1}")
+            if src.exists():
+                os.replace(src, self.path.with_name(f"{self.path.name}.{i}"))
+        if self.keep == 0:
+            self.path.unlink(missing_ok=True)
+        create_private(self.path, self.group)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class JsonlSink:
     def __init__(self, path: str | os.PathLike, max_bytes: int, keep: int, counters: Counters,
                  group: str | int | None = None) -> None:
