@@ -235,7 +235,7 @@ class _Segment:
         fresh = not path.exists()
         if fresh:
             create_private(path, group)
-        self.db = _open(path, write=True)
+        self.db = _open(path, write=True, create=True)
         self.db.executescript(SEGMENT_SCHEMA)
         if fresh:
             with self.db:
@@ -279,9 +279,12 @@ class _Segment:
         self.db.close()
 
 
-def _open(path: Path, write: bool) -> sqlite3.Connection:
+def _open(path: Path, write: bool, create: bool = False) -> sqlite3.Connection:
     if write:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Only the writer creates segments: anybody else opening one that retention just removed must fail
+        # rather than bring back an empty file at its path.
+        db = sqlite3.connect(f"file:{path}?mode={'rwc' if create else 'rw'}", uri=True, check_same_thread=False,
+                             isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS crash or power loss
         # may lose the last transactions.
@@ -421,14 +424,23 @@ class Store:
         cache = getattr(self._local, "dbs", None)
         if cache is None:
             cache = self._local.dbs = {}
-        db = cache.get(path)
-        if db is None:
-            try:
-                db = _open(path, write=False)
-                db.execute("SELECT 1 FROM records LIMIT 0")
-            except sqlite3.DatabaseError:  # being created right now, or removed by retention
-                return None
-            cache[path] = db
+        try:
+            ino = os.stat(path).st_ino
+        except FileNotFoundError:
+            return None
+        hit = cache.get(path)
+        if hit is not None and hit[1] == ino:
+            return hit[0]
+        if hit is not None:  # another file at that path now: forget what we knew of the old one
+            hit[0].close()
+            getattr(self._local, "bounds", {}).pop(path, None)
+        try:
+            db = _open(path, write=False)
+            db.execute("SELECT 1 FROM records LIMIT 0")
+        except sqlite3.DatabaseError:  # being created right now, or removed by retention
+            cache.pop(path, None)
+            return None
+        cache[path] = (db, ino)
         return db
 
     def _segments(self) -> list[tuple[Path, sqlite3.Connection, int]]:
@@ -436,7 +448,7 @@ class Store:
         paths = self._segment_paths()
         cache = getattr(self._local, "dbs", {})
         for gone in set(cache) - set(paths):
-            cache.pop(gone).close()
+            cache.pop(gone)[0].close()
             getattr(self._local, "bounds", {}).pop(gone, None)
         out = []
         for p in paths:
@@ -473,7 +485,7 @@ class Store:
             if self._segment is not None:
                 self._segment.close()
                 self._segment = None
-        for db in getattr(self._local, "dbs", {}).values():
+        for db, _ in getattr(self._local, "dbs", {}).values():
             db.close()
         self._local.dbs = {}
 
@@ -595,7 +607,8 @@ class Store:
             try:
                 self.build_indexes(path)
             except sqlite3.Error as exc:
-                log.error("building the indexes of %s failed (queries there scan it): %s", path, exc)
+                if path.exists():  # else retention removed it meanwhile
+                    log.error("building the indexes of %s failed (queries there scan it): %s", path, exc)
 
     @staticmethod
     def build_indexes(path: Path) -> None:
@@ -686,6 +699,12 @@ class Store:
         with self._lock:
             if self._is_open(path):
                 return
+            with self._index_cv:
+                if path in self._to_index:
+                    self._to_index.remove(path)
+            if getattr(self, "_prev_path", None) == path:
+                self._prev_db.close()
+                self._prev_db = self._prev_path = None
             remove = [Path(str(path) + s) for s in ("", "-wal", "-shm")]
             for p in remove:
                 p.unlink(missing_ok=True)
