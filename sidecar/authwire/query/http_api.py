@@ -320,7 +320,9 @@ class QueryApi:
     def _inspect(self, ip: str, base: query_pb2.Filters) -> dict[str, Any]:
         store = self.store
         recent = store.query(base, INSPECT_RECORDS)
-        first = store.query(base, 1, "", (), after_id=0, through_id=store.max_id()) if recent.records else None
+        first = None
+        if recent.next_page_token:  # more records than read: the oldest one is the first recorded
+            first = store.query(base, 1, "", (), after_id=0, through_id=store.max_id())
 
         def groups(*fields: str) -> list[dict[str, Any]]:
             return [to_dict(g) for g in store.query(base, INSPECT_GROUPS, "", list(fields)).groups]
