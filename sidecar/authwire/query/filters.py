@@ -229,16 +229,19 @@ FILTERS: list[FilterSpec] = [
 BY_NAME = {spec.name: spec for spec in FILTERS}
 
 
-def parse_filters(values: Mapping[str, str], now: float | None = None) -> query_pb2.Filters:
-    """Filter name -> text (only the given ones) -> Filters. Raises FilterError naming the first bad one."""
+def _parse(specs: Mapping[str, FilterSpec], message: Any, values: Mapping[str, str], now: float | None) -> Any:
     now = time.time() if now is None else now
-    f = query_pb2.Filters()
     for name, text in values.items():
-        spec = BY_NAME.get(name)
+        spec = specs.get(name)
         if spec is None:
             raise FilterError(name, "unknown filter")
-        spec.apply(f, text, now)
-    return f
+        spec.apply(message, text, now)
+    return message
+
+
+def parse_filters(values: Mapping[str, str], now: float | None = None) -> query_pb2.Filters:
+    """Filter name -> text (only the given ones) -> Filters. Raises FilterError naming the first bad one."""
+    return _parse(BY_NAME, query_pb2.Filters(), values, now)
 
 
 # --- limit and group_by (the other query parameters) ---------------------------------------------------
@@ -327,11 +330,5 @@ ALERT_BY_NAME = {spec.name: spec for spec in ALERT_FILTERS}
 
 
 def parse_alert_filters(values: Mapping[str, str], now: float | None = None) -> query_pb2.AlertFilters:
-    now = time.time() if now is None else now
-    f = query_pb2.AlertFilters()
-    for name, text in values.items():
-        spec = ALERT_BY_NAME.get(name)
-        if spec is None:
-            raise FilterError(name, "unknown filter")
-        spec.apply(f, text, now)
-    return f
+    """Alert filter name -> text -> AlertFilters (as parse_filters)."""
+    return _parse(ALERT_BY_NAME, query_pb2.AlertFilters(), values, now)
