@@ -94,7 +94,7 @@ class Config:
     stack_stuffing_min_failures: int = _opt(20, "stack_stuffing: failed auths from one TCP stack, at least")
     stack_stuffing_min_ips: int = _opt(10, "stack_stuffing: distinct source IPs among them, at least")
     stack_stuffing_min_credentials: int = _opt(10, "stack_stuffing: distinct credentials tried, at least")
-    stack_stuffing_min_failure_ratio: float = _opt(0.5, "stack_stuffing: failures / auths of that stack, at least")
+    stack_stuffing_min_failure_ratio: float = _opt(0.8, "stack_stuffing: failures / auths of the failing IPs, at least")
     credential_replay_window: str = _opt("1h", "credential_replay: how long a credential's usual position "
                                                "is remembered")
     credential_replay_concurrent: str = _opt("5m", "credential_replay: original position used this recently "

@@ -45,10 +45,18 @@ def test_stack_stuffing_near_misses(engine):
     # one IP (a user retrying), one credential from many IPs, and a busy stack with a few typos
     one_ip = stuffing(1000.0, n=40, ips=1)
     one_cred = stuffing(2000.0, n=40, creds=1, signature=LINUX)
-    busy = [success(3000.0 + i * 0.01, ip=f"10.1.{i % 50}.{i % 200}", credential=f"u{i}", hops=3)
-            for i in range(2000)]
-    busy += stuffing(3021.0, n=30, signature=LINUX, hops=3)  # 30 failures vs 2000 successes: ratio 1.5%
+    # 40 users of a common stack each mistype once and then log in (10 times each): ratio 40/440
+    busy = [success(3000.0 + i * 0.01, ip=f"10.1.0.{i % 40}", credential=f"u{i % 40}", hops=3) for i in range(400)]
+    busy += [record(3004.0 + i * 0.01, ip=f"10.1.0.{i}", credential=f"u{i}", hops=3) for i in range(40)]
     assert alerts_of(engine(enabled=("stack_stuffing",)), [*one_ip, *one_cred, *busy]) == {}
+
+
+def test_stack_stuffing_is_not_hidden_by_the_benign_volume_of_its_stack(engine):
+    # the attacker shares the most common stack with thousands of successful users
+    benign = [success(1000.0 + i * 0.001, ip=f"10.2.{i // 250}.{i % 250}", credential=f"u{i}", signature=LINUX)
+              for i in range(3000)]
+    attack = stuffing(1003.0, n=40, signature=LINUX)
+    assert len(alerts_of(engine(enabled=("stack_stuffing",)), [*benign, *attack])) == 1
 
 
 def test_stack_stuffing_threshold_is_exact(engine):
@@ -259,3 +267,14 @@ def test_jwt_users_are_told_apart_by_subject_not_the_signing_key_id(engine):
     for r in rows:
         r.event.auth.jwt.sub = r.event.auth.consumer
     assert alerts_of(e, rows) == {}
+
+
+def test_stack_stuffing_names_only_the_ips_that_mostly_fail(engine):
+    # 30 users of the attacker's stack mistype once among 5 logins each; the attacker's pool only fails
+    typos = [success(1000.0 + i * 0.01, ip=f"10.3.0.{i % 30}", credential=f"u{i % 30}") for i in range(150)]
+    typos += [record(1002.0 + i * 0.01, ip=f"10.3.0.{i}", credential=f"u{i}") for i in range(30)]
+    attack = [record(1003.0 + i * 0.01, ip=f"203.0.113.{i % 12}", credential=f"v{i}") for i in range(24)]
+    found = alerts_of(engine(enabled=("stack_stuffing",)), [*typos, *attack])
+    [alert] = found.values()
+    assert set(alert.clients) == {f"203.0.113.{i}" for i in range(12)}
+    assert alert.evidence["failures"] == 24 and alert.evidence["stack_failures"] == 54

@@ -189,7 +189,10 @@ class Demo:
                                              f"{up.ip}:{UPSTREAM_PORT}"]), self.work / "upstream.log")
 
     def start_sidecar(self) -> query_pb2.StatsResponse:
-        remove_files(self.db)  # catalog, segments and their WAL files: the demo starts afresh
+        from authwire.store.alerts import alerts_path
+
+        for store in (self.db, alerts_path(self.db)):  # catalog, segments, alerts, WAL files: a fresh start
+            remove_files(store)
         jsonl = self.output / "records.jsonl"
         jsonl.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "authwire", "serve", "--listen", f"unix:{self.socket}",

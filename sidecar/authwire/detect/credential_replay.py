@@ -97,6 +97,7 @@ class _Credential:
 
 class CredentialReplay:
     name = NAME
+    outcomes = (SUCCESS,)  # the auth outcomes it reads (None: every record)
 
     def __init__(self, window: float, concurrent: float, max_keys: int) -> None:
         self.window = window

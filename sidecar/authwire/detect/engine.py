@@ -46,7 +46,7 @@ from authwire.detect.ua_stack_mismatch import UaStackMismatch
 from authwire.records import to_dict
 from authwire.store.alerts import AlertStore
 from authwire.store.jsonl import RotatingFile
-from authwire.v1 import record_pb2
+from authwire.v1 import auth_event_pb2, record_pb2
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,11 @@ class DetectionEngine:
         self.store = store
         self.counters = counters
         self.detectors = build_detectors(settings)
+        # Which detectors read a record of each outcome (a call saved per record and detector that would
+        # only return at once).
+        self._every_outcome = tuple(d for d in self.detectors if d.outcomes is None)
+        self._by_outcome = {o: tuple(d for d in self.detectors if d.outcomes is None or o in d.outcomes)
+                            for o in (auth_event_pb2.AUTH_OUTCOME_SUCCESS, auth_event_pb2.AUTH_OUTCOME_FAILURE)}
         self.inspector = inspector
         self.retention_age_s = retention_age_s
         self.clock = clock
@@ -153,12 +158,13 @@ class DetectionEngine:
     def process(self, records: Sequence[record_pb2.EnrichedRecord]) -> None:
         """Run every detector on each record (synchronous; the engine's task calls it in slices)."""
         f = self._fields
-        detectors = self.detectors
+        by_outcome = self._by_outcome
+        every = self._every_outcome
         hit = self._hit
         start = time.thread_time_ns()
         for record in records:
             f.fill(record)
-            for detector in detectors:
+            for detector in by_outcome.get(f.outcome, every):
                 key = detector.observe(f)
                 if key is not None:
                     hit(detector, key, f)

@@ -46,11 +46,17 @@ class RecordFields:
         self.token = ""
         if auth.method == _JWT:
             # A JWT's credential id is often the issuer's signing key id (Envoy: the kid), shared by every
-            # user: the subject (or the consumer the gateway mapped it to) names the user instead.
-            jwt = auth.jwt
-            self.credential = jwt.sub or auth.consumer
-            if outcome == SUCCESS and jwt.jti_hash:
-                self.token = "jti:" + jwt.jti_hash
+            # user: the consumer the gateway mapped it to (or else the subject) names the user instead.
+            self.credential = auth.consumer
+            if outcome == SUCCESS:
+                jwt = auth.jwt
+                if not self.credential:
+                    self.credential = jwt.sub
+                jti = jwt.jti_hash
+                if jti:
+                    self.token = "jti:" + jti
+            elif not self.credential:
+                self.credential = auth.jwt.sub
         else:
             self.credential = auth.credential_id or auth.consumer
         join = record.join

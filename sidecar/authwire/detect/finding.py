@@ -35,6 +35,7 @@ class Finding:
 class Detector(Protocol):
     name: str
     window: float  # seconds without a match after which the key's alert is closed
+    outcomes: tuple[int, ...] | None  # the auth outcomes it reads; None = every record
 
     def observe(self, f: RecordFields):
         """Update state with one record; return the key whose rule now holds, or None."""

@@ -37,6 +37,7 @@ class _Connection:
 
 class KeepaliveStuffing:
     name = NAME
+    outcomes = (FAILURE,)  # the auth outcomes it reads (None: every record)
 
     def __init__(self, window: float, min_failures: int, min_credentials: int, max_keys: int) -> None:
         self.window = window

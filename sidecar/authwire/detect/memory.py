@@ -126,35 +126,3 @@ def credentials_text(window: DistinctWindow) -> str:
     if window.unnamed * 2 > len(window.entries):
         return f"{named} named credentials (the gateway names none for {window.unnamed} of the failures)"
     return f"{named} credentials"
-
-
-class BucketCounts:
-    """Event counts in buckets of `width` seconds over a sliding window (cheap for the common, benign case).
-
-    At most window / width + 2 buckets when expire() runs with each add (the window's edge is one bucket
-    coarse: an event may be counted up to `width` seconds longer).
-    """
-
-    __slots__ = ("buckets", "total", "width")
-
-    def __init__(self, width: float) -> None:
-        self.buckets: deque[list] = deque()  # [bucket number, count]
-        self.total = 0
-        self.width = width
-
-    def add(self, t: float) -> None:
-        second = int(t / self.width)
-        buckets = self.buckets
-        if buckets and buckets[-1][0] == second:
-            buckets[-1][1] += 1
-        elif buckets and second < buckets[-1][0]:
-            buckets[-1][1] += 1  # out of order: count it in the newest bucket rather than reorder
-        else:
-            buckets.append([second, 1])
-        self.total += 1
-
-    def expire(self, cutoff: float) -> None:
-        buckets = self.buckets
-        edge = int(cutoff / self.width)
-        while buckets and buckets[0][0] < edge:
-            self.total -= buckets.popleft()[1]

@@ -24,7 +24,7 @@ class DetectSettings:
     stack_stuffing_min_failures: int = 20
     stack_stuffing_min_ips: int = 10
     stack_stuffing_min_credentials: int = 10
-    stack_stuffing_min_failure_ratio: float = 0.5
+    stack_stuffing_min_failure_ratio: float = 0.8
     credential_replay_window: float = 3600.0
     credential_replay_concurrent: float = 300.0
     ua_stack_mismatch_window: float = 3600.0
@@ -45,10 +45,12 @@ def _duration(config: Config, name: str) -> float:
     return value
 
 
-def _at_least(config: Config, name: str, minimum: int) -> int:
+def _at_least(config: Config, name: str, minimum: int, maximum: int | None = None) -> int:
     value = getattr(config, name)
     if value < minimum:
         raise ConfigError(f"{name}: {value} is too small (minimum {minimum})")
+    if maximum is not None and value > maximum:  # beyond what the detection's bounded memory can ever hold
+        raise ConfigError(f"{name}: {value} is too large (maximum {maximum})")
     return value
 
 
@@ -90,17 +92,17 @@ def from_config(config: Config) -> DetectSettings:
         queue=_at_least(config, "detect_queue", 1000),
         max_keys=max_keys,
         stack_stuffing_window=_duration(config, "stack_stuffing_window"),
-        stack_stuffing_min_failures=_at_least(config, "stack_stuffing_min_failures", 2),
-        stack_stuffing_min_ips=_at_least(config, "stack_stuffing_min_ips", 2),
-        stack_stuffing_min_credentials=_at_least(config, "stack_stuffing_min_credentials", 1),
+        stack_stuffing_min_failures=_at_least(config, "stack_stuffing_min_failures", 2, 2048),
+        stack_stuffing_min_ips=_at_least(config, "stack_stuffing_min_ips", 2, 1000),
+        stack_stuffing_min_credentials=_at_least(config, "stack_stuffing_min_credentials", 1, 2048),
         stack_stuffing_min_failure_ratio=ratio,
         credential_replay_window=replay_window,
         credential_replay_concurrent=concurrent,
         ua_stack_mismatch_window=_duration(config, "ua_stack_mismatch_window"),
         ua_stack_mismatch_max_new_per_minute=_at_least(config, "ua_stack_mismatch_max_new_per_minute", 1),
         keepalive_stuffing_window=_duration(config, "keepalive_stuffing_window"),
-        keepalive_stuffing_min_failures=_at_least(config, "keepalive_stuffing_min_failures", 2),
-        keepalive_stuffing_min_credentials=_at_least(config, "keepalive_stuffing_min_credentials", 1),
+        keepalive_stuffing_min_failures=_at_least(config, "keepalive_stuffing_min_failures", 2, 1024),
+        keepalive_stuffing_min_credentials=_at_least(config, "keepalive_stuffing_min_credentials", 1, 1024),
         block=block,
     )
 

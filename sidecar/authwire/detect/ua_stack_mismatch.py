@@ -58,6 +58,7 @@ class _Client:
 
 class UaStackMismatch:
     name = NAME
+    outcomes = None  # the auth outcomes it reads (None: every record)
 
     def __init__(self, window: float, max_new_per_minute: int, max_keys: int) -> None:
         self.window = window
