@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -44,6 +45,8 @@ STORED_CONNECTION_RECORDS = 1000  # without an inspector, /v1/connections lists 
 INSPECT_RECORDS = 500     # recent records of an address read to list its connections
 INSPECT_CONNECTIONS = 50  # connections listed on an inspect page
 INSPECT_GROUPS = 50       # rows per breakdown (routes, credentials, stacks)
+QUERY_THREADS = 2          # store reads in parallel (SQLite readers; the machine may have 2 cores)
+QUERY_QUEUE = 30           # more requests in progress than threads + this: 429
 TIMELINE_MAX_BUCKETS = 120
 TIMELINE_DEFAULT_BUCKETS = 30
 TIMELINE_DEFAULT_SPAN_S = 24 * 3600   # without `since`: at most this long before the newest matching record
@@ -231,42 +234,65 @@ class QueryApi:
     stats: Callable[[], Awaitable[query_pb2.StatsResponse]] | None = None
     sessions: WebSessions | None = None
     started: float = field(default_factory=time.time)
+    # Store reads run on the API's own threads, so slow queries never hold the threads the rest of the
+    # sidecar uses (asyncio.to_thread: detections, metrics); beyond QUERY_THREADS + QUERY_QUEUE requests
+    # in progress, the API answers 429 rather than queueing without bound (counted: http.busy).
+    _executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="authwire-http-query"),
+        repr=False)
+    _in_progress: int = 0
+
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kw))
 
     # --- helpers --------------------------------------------------------------------------------------
     async def _query(self, filters: query_pb2.Filters, limit: int = 0, page_token: str = "",
                      group_by: list[str] | tuple[str, ...] = (), **kw: Any):
-        return await asyncio.to_thread(self.store.query, filters, limit, page_token, list(group_by), **kw)
+        return await self._run(self.store.query, filters, limit, page_token, list(group_by), **kw)
 
     def route(self, op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         method = getattr(self, "op_" + op.handler)
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            if self._in_progress >= QUERY_THREADS + QUERY_QUEUE:
+                self.counters.inc("http.busy", op.handler)
+                response = problem(429, "Too Many Requests", "the API is busy with other queries; retry shortly")
+                response.headers["Retry-After"] = "1"
+                return response
+            self._in_progress += 1
             try:
-                filters, values = parse_params(request, op, time.time())
-                for p in op.path_params:
-                    values[p.name] = p.parse(request.match_info[p.name])
-            except BadParams as exc:
-                self.counters.inc("http.bad_request", op.handler)
-                return _bad(exc.errors)
-            except flt.FilterError as exc:
-                self.counters.inc("http.bad_request", op.handler)
-                return _bad([exc])
-            try:
-                return await method(filters, **values)
-            except Exception as exc:
-                if not isinstance(exc, QueryError):
-                    self.counters.inc("http.failed", op.handler)
-                    log.exception("GET %s failed", op.path)
-                    return problem(500, "Internal Server Error", f"{type(exc).__name__} (see the sidecar's log)")
-                # The store names what it refused; parameters were checked already, so this is a page token
-                # that is well-formed but not one this store issued (or no longer resolves).
-                self.counters.inc("http.bad_request", op.handler)
-                parameter = str(exc).split(":", 1)[0]
-                if parameter == "page_token":
-                    return problem(404, "Not Found", "page_token: no such page (not a token this server "
-                                   "issued)", invalid_params=[{"name": "page_token", "reason": "no such page"}])
-                return _bad([flt.FilterError(parameter, str(exc).split(":", 1)[-1].strip())])
+                return await self._handle(op, method, request)
+            finally:
+                self._in_progress -= 1
         return handle
+
+    async def _handle(self, op: Operation, method: Callable[..., Awaitable[web.Response]],
+                      request: web.Request) -> web.Response:
+        try:
+            filters, values = parse_params(request, op, time.time())
+            for p in op.path_params:
+                values[p.name] = p.parse(request.match_info[p.name])
+        except BadParams as exc:
+            self.counters.inc("http.bad_request", op.handler)
+            return _bad(exc.errors)
+        except flt.FilterError as exc:
+            self.counters.inc("http.bad_request", op.handler)
+            return _bad([exc])
+        try:
+            return await method(filters, **values)
+        except Exception as exc:
+            if not isinstance(exc, QueryError):
+                self.counters.inc("http.failed", op.handler)
+                log.exception("GET %s failed", op.path)
+                return problem(500, "Internal Server Error", f"{type(exc).__name__} (see the sidecar's log)")
+            # The store names what it refused; parameters were checked already, so this is a page token
+            # that is well-formed but not one this store issued (or no longer resolves).
+            self.counters.inc("http.bad_request", op.handler)
+            parameter = str(exc).split(":", 1)[0]
+            if parameter == "page_token":
+                return problem(404, "Not Found", "page_token: no such page (not a token this server "
+                               "issued)", invalid_params=[{"name": "page_token", "reason": "no such page"}])
+            return _bad([flt.FilterError(parameter, str(exc).split(":", 1)[-1].strip())])
 
     # --- operations -----------------------------------------------------------------------------------
     async def op_records(self, filters: query_pb2.Filters, limit: int = flt.DEFAULT_LIMIT, page_token: str = "",
@@ -284,9 +310,9 @@ class QueryApi:
     async def op_connections(self, filters: query_pb2.Filters, client_ip: str = "",
                              include_closed: bool = False) -> web.Response:
         if self.inspector is not None:
-            connections = await asyncio.to_thread(self.inspector.table.all, include_closed)
+            connections = await self._run(self.inspector.table.all, include_closed)
         else:
-            connections = await asyncio.to_thread(self._stored_connections, client_ip)
+            connections = await self._run(self._stored_connections, client_ip)
         if client_ip:
             connections = [c for c in connections if _same_ip(c.client.ip, client_ip)]
         return json_response(to_dict(query_pb2.ConnectionsResponse(connections=connections)))
@@ -307,7 +333,7 @@ class QueryApi:
             response = query_pb2.StatsResponse(
                 counters=[query_pb2.Counter(name=n, label=label, value=v)
                           for (n, label), v in sorted(self.counters.snapshot().items())],
-                store_records=await asyncio.to_thread(self.store.count), store_bytes=self.store.size_bytes(),
+                store_records=await self._run(self.store.count), store_bytes=self.store.size_bytes(),
                 inspector_running=False, inspector_status=self.inspector_status)
             response.started.FromNanoseconds(int(self.started * 1e9))
         return json_response(to_dict(response))
@@ -315,7 +341,7 @@ class QueryApi:
     async def op_inspect(self, filters: query_pb2.Filters, ip: str) -> web.Response:
         base = query_pb2.Filters(client_ip=ip)
         base.MergeFrom(filters)  # since / until
-        return json_response(await asyncio.to_thread(self._inspect, ip, base))
+        return json_response(await self._run(self._inspect, ip, base))
 
     def _inspect(self, ip: str, base: query_pb2.Filters) -> dict[str, Any]:
         store = self.store
@@ -370,13 +396,13 @@ class QueryApi:
                         page_token: str = "") -> web.Response:
         if self.alerts is None:
             return json_response({})
-        result = await asyncio.to_thread(self.alerts.query, filters, limit, page_token)
+        result = await self._run(self.alerts.query, filters, limit, page_token)
         return json_response(to_dict(query_pb2.AlertsResponse(alerts=result.alerts,
                                                               next_page_token=result.next_page_token)))
 
     async def op_timeline(self, filters: query_pb2.Filters, split_by: str = "auth.reason",
                           buckets: int = TIMELINE_DEFAULT_BUCKETS) -> web.Response:
-        return json_response(await asyncio.to_thread(self._timeline, filters, split_by, buckets))
+        return json_response(await self._run(self._timeline, filters, split_by, buckets))
 
     def _timeline(self, filters: query_pb2.Filters, split_by: str, buckets: int) -> dict[str, Any]:
         store = self.store
@@ -483,6 +509,10 @@ def register(http: Any, store: Store, counters: Counters, *, inspector: Any = No
     api = QueryApi(store, counters, inspector, inspector_status, alerts, stats, sessions)
     for op in OPERATIONS:
         http.add_route("GET", op.path, api.route(op))
+
+    async def close(app: web.Application) -> None:
+        api._executor.shutdown(wait=False, cancel_futures=True)
+    http.app.on_cleanup.append(close)
     document = orjson.dumps(openapi.document())
 
     async def openapi_json(request: web.Request) -> web.Response:

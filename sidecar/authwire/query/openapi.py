@@ -126,7 +126,7 @@ def _custom_schemas() -> dict[str, Any]:
 
 _ERRORS = {400: "a parameter is unknown, repeated or has a bad value (named in invalid_params)",
            401: "no bearer token or session (see --token-file)",
-           404: "not found"}
+           404: "not found", 429: "busy with other queries (Retry-After says when to retry)"}
 
 
 def _parameter(name: str, help: str, schema: dict[str, Any], where: str = "query",
@@ -156,7 +156,7 @@ def document() -> dict[str, Any]:
                    for p in op.params if p.name not in {q["name"] for q in params}]
         responses: dict[str, Any] = {"200": {"description": "OK",
                                              "content": {"application/json": {"schema": _ref(op.response)}}}}
-        for status in op.errors:
+        for status in (*op.errors, 429):
             responses[str(status)] = {"description": _ERRORS[status], "content": problem}
         paths[op.path] = {"get": {"operationId": op.handler, "summary": op.summary, "parameters": params,
                                   "responses": responses}}
