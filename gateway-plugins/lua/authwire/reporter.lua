@@ -61,7 +61,7 @@ function _M.new(conf, encode)
   end
   self = setmetatable({
     conf = c, name = name,
-    q = {}, head = 1, tail = 0, -- events are q[head..tail]
+    q = {}, head = 1, tail = 0, -- events head..tail (counters), in slots (i - 1) % queue_max + 1
     running = false, scheduled = false,
     failing = false, last_log = -1e9, suppressed = 0,
     stats_dict = c.stats_dict and ngx.shared[c.stats_dict] or nil,
@@ -128,13 +128,17 @@ end
 --- Queue one entry (an encoded AuthEvent, or what `encode` takes). Returns true, or false when it was
 -- dropped (queue full).
 function _M:push(encoded)
-  if self.tail - self.head + 1 >= self.conf.queue_max then
+  local cap = self.conf.queue_max
+  if self.tail - self.head + 1 >= cap then
     self:inc("dropped_queue_full", 1)
-    self:log_limited(WARN, "queue full (", self.conf.queue_max, " events), dropping new events")
+    self:log_limited(WARN, "queue full (", cap, " events), dropping new events")
     return false
   end
-  self.tail = self.tail + 1
-  self.q[self.tail] = encoded
+  -- a ring of queue_max slots: under steady load the queue never empties, and ever-growing indexes would
+  -- move the table's entries into its hash part
+  local tail = self.tail + 1
+  self.tail = tail
+  self.q[(tail - 1) % cap + 1] = encoded
   self:inc("pushed", 1)
   schedule(self, self:count() >= self.conf.batch_max_size and 0 or self.conf.flush_interval)
   return true
@@ -143,14 +147,13 @@ end
 local function take(self)
   local n = min(self:count(), self.conf.batch_max_size)
   local batch = {}
+  local q, head, cap = self.q, self.head, self.conf.queue_max
   for i = 1, n do
-    batch[i] = self.q[self.head + i - 1]
-    self.q[self.head + i - 1] = nil
+    local at = (head + i - 2) % cap + 1
+    batch[i] = q[at]
+    q[at] = nil
   end
-  self.head = self.head + n
-  if self.head > self.tail then
-    self.head, self.tail = 1, 0
-  end
+  self.head = head + n
   return batch
 end
 

@@ -402,3 +402,33 @@ def test_sidecar_token_is_sent_only_when_configured(apisix_available, tmp_dir):
     assert b"\r\nAuthorization: Bearer t0k-0111" in heads[0]
     assert b"authorization" not in heads[1].lower()
     assert "t0k-0111" not in log
+
+
+def test_compose_apisix_config_runs_in_real_apisix(apisix_available, sidecar, tmp_dir):
+    """compose/apisix's apisix.yaml and config.yaml plugin list, as docker compose would run them."""
+    import yaml
+
+    compose = Path(__file__).resolve().parents[3] / "compose" / "apisix"
+    text = (compose / "apisix.yaml").read_text().replace('"upstream:80"', '"{upstream}"')
+    text = text.replace(readme_config.README_SIDECAR, f"unix:{tmp_dir}/gw.sock")
+    config = yaml.safe_load((compose / "config.yaml").read_text())
+    gw = apisix_runtime.start_apisix(yaml.safe_load(text), config={"plugins": config["plugins"]},
+                                     plugins=["authwire"])
+    token = pyjwt.encode({"key": "alice-key", "exp": int(time.time()) + 3600},
+                         "alice-demo-secret-change-me-0123456789", algorithm="HS256")
+    cases = [("/jwt/compose-ok", {"Authorization": token}, 200, OK),
+             ("/jwt/compose-bad", {"Authorization": "x.y.z"}, 401, FAIL),
+             ("/basic/compose-ok", {"Authorization": basic("alice", "wonderland")}, 200, OK),
+             ("/basic/compose-bad", {"Authorization": basic("alice", "wrong")}, 401, FAIL),
+             ("/key/compose-ok", {"apikey": "alice-api-key"}, 200, OK)]
+    try:
+        for path, headers, status, _ in cases:
+            assert nginx_process.http_request(gw.port, path, headers)[0] == status, path
+        got = wait_paths(sidecar, {c[0] for c in cases})
+    finally:
+        gw.stop()
+    for path, _, _, outcome in cases:
+        auth = got[path].event.auth
+        assert auth.outcome == outcome and auth.plugin == path.split("/")[1] + "-auth", (path, auth)
+        if outcome == OK:
+            assert auth.consumer == "alice"

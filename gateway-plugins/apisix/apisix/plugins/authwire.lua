@@ -127,20 +127,35 @@ end
 
 -- The auth plugins that ran for this request: the route's (merged with its service, plugin config and
 -- consumer: ctx.plugins) and the global rules' (ctx.global_plugins), each a flat {plugin, conf, ...} list.
--- Returns name -> conf and how many.
-local function auth_plugins(ctx)
-  local found, n = {}, 0
-  for _, list in ipairs({ ctx.plugins or {}, ctx.global_plugins or {} }) do
-    for i = 1, #list, 2 do
-      local p = list[i]
-      local name = type(p) == "table" and p.name
-      if name and AUTH_PLUGINS[name] and not found[name] then
-        found[name], n = list[i + 1] or {}, n + 1
-        found[1] = found[1] or name
+-- Returns name -> conf (and [1] = the first name) and how many. The table is reused: the log phase never
+-- yields between filling it and the last read, so one per worker is enough (no allocation per request).
+local found, found_names = {}, {}
+
+local function add_auth_plugins(list, n)
+  if type(list) ~= "table" then
+    return n
+  end
+  for i = 1, #list, 2 do
+    local p = list[i]
+    local name = type(p) == "table" and p.name
+    if name and AUTH_PLUGINS[name] and not found[name] then
+      found[name], n = list[i + 1] or true, n + 1
+      found_names[n] = name
+      if n == 1 then
+        found[1] = name
       end
     end
   end
-  return found, n
+  return n
+end
+
+local function auth_plugins(ctx)
+  for i = 1, #found_names do
+    found[found_names[i]], found_names[i] = nil, nil
+  end
+  found[1] = nil
+  local n = add_auth_plugins(ctx.plugins, 0)
+  return found, add_auth_plugins(ctx.global_plugins, n)
 end
 
 -- Which plugin authenticated a consumer: the only auth plugin that ran, else the shape of auth_conf
