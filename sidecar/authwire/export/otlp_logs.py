@@ -376,20 +376,54 @@ class RecordEncoder:
 
     def encode(self, record: record_pb2.EnrichedRecord) -> bytes:
         event, join = record.event, record.join
+        client, server = event.client, event.server
         if record.HasField("connection"):
             conn = record.connection
-            key: tuple = (event.client.SerializeToString(), event.server.SerializeToString(), event.forwarded_for,
-                          join.status, join.behind_proxy, conn.uid, conn.state,
+            key: tuple = (client.ip, client.port, server.ip, server.port, event.forwarded_for, join.status,
+                          join.behind_proxy, conn.uid, conn.state,
                           conn.to_server.retransmits + conn.to_client.retransmits)
         else:
-            key = (event.client.SerializeToString(), event.server.SerializeToString(), event.forwarded_for,
-                   join.status, join.behind_proxy)
+            key = (client.ip, client.port, server.ip, server.port, event.forwarded_for, join.status,
+                   join.behind_proxy)
+        link = self._link.entries.get(key)
+        if link is None:
+            link = self._link.get(key, record)
         start, received = event.start_time, record.received_time
-        parts = [_TIME_TAG, struct.pack("<Q", (start.seconds * 1_000_000_000 + start.nanos) & _U64),
-                 _OBSERVED_TAG, struct.pack("<Q", (received.seconds * 1_000_000_000 + received.nanos) & _U64),
-                 self._request_head(event), self._link.get(key, record)]
-        parts += [_attribute(k, v) for k, v in per_record_attributes(record)]
+        # Below: the fields of per_record_attributes(), encoded inline (the tests compare the two).
+        rid = event.request_id.encode()
+        kv = _REQUEST_ID_KEY + _varint(len(rid) + 1 + len(_varint(len(rid)))) + _STRING_TAG + _varint(len(rid)) + rid
+        parts = [_TIMES.pack(_TIME_TAG[0], (start.seconds * 1_000_000_000 + start.nanos) & _U64,
+                             _OBSERVED_TAG[0], (received.seconds * 1_000_000_000 + received.nanos) & _U64),
+                 self._request_head(event), link, _ATTR_TAG, _varint(len(kv)), kv]
+        if event.HasField("latency"):
+            latency = event.latency
+            parts.append(_DURATION_PREFIX + _DOUBLE.pack((latency.seconds * 1_000_000_000 + latency.nanos) / 1e9))
+        http = event.http
+        for key_, value in ((_REQ_SIZE, http.request_bytes), (_RESP_SIZE, http.response_bytes),
+                            (_CONN_ID, event.gateway_connection_id), (_CONN_REQS, event.connection_requests),
+                            (_LOST, join.kernel_events_lost)):
+            if value:
+                parts.append(_attribute(key_, value))
         return b"".join(parts)
+
+
+_REQ_SIZE, _RESP_SIZE = "http.request.body.size", "http.response.body.size"
+_CONN_ID, _CONN_REQS = "authwire.gateway.connection_id", "authwire.gateway.connection_requests"
+_LOST = "authwire.join.kernel_events_lost"
+
+
+def _key_prefix(key: str) -> bytes:
+    """KeyValue.key plus the value's tag: what precedes the AnyValue's length."""
+    raw = key.encode()
+    return _KEY_TAG + _varint(len(raw)) + raw + _VALUE_TAG
+
+
+_REQUEST_ID_KEY = _key_prefix("authwire.request.id")
+_DURATION_KV_HEAD = _key_prefix("authwire.request.duration") + _varint(9) + _DOUBLE_TAG  # AnyValue: tag + 8 bytes
+_DURATION_PREFIX = _ATTR_TAG + _varint(len(_DURATION_KV_HEAD) + 8) + _DURATION_KV_HEAD
+_DOUBLE = struct.Struct("<d")
+_TIMES = struct.Struct("<BQBQ")  # time_unix_nano, observed_time_unix_nano: one-byte tags, fixed64
+assert len(_TIME_TAG) == len(_OBSERVED_TAG) == len(_STRING_TAG) == 1
 
 
 # --- the request envelope --------------------------------------------------------------------------------
