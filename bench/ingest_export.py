@@ -29,11 +29,11 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests"), str(BENCH.parent / "tests" / "export")]
 import ingest  # noqa: E402  (bench/ingest.py: the drivers)
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2  # noqa: E402
-from prometheus_server import free_port, prometheus_missing, start_prometheus  # noqa: E402
+from prometheus_server import prometheus_missing, start_prometheus  # noqa: E402
 
 from authwire.export.otlp import EXPORT_METHOD  # noqa: E402
 from authwire.v1 import query_pb2  # noqa: E402
-from support import start_sidecar, wait_until  # noqa: E402
+from support import free_port, start_sidecar, wait_until  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REPEATS = 2

@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,13 @@ def require_root_bcc() -> None:
     except ImportError as exc:
         require(False, f"needs bcc (apt-get install python3-bpfcc; venv with --system-site-packages): {exc}")
     require(shutil.which("tc") is not None and shutil.which("ip") is not None, "needs iproute2 (ip, tc)")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for children that must be told their port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02):

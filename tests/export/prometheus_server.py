@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from support import free_port
+
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
@@ -25,12 +26,6 @@ def prometheus_missing() -> str | None:
     if not Path(PROMETHEUS).exists():
         return "needs Debian's prometheus (scripts/setup-system.sh: apt-get install prometheus)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

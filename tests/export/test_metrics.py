@@ -10,13 +10,13 @@ import dashboard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_server import free_port, prometheus_missing, start_prometheus
+from prometheus_server import prometheus_missing, start_prometheus
 
 from authwire.counters import HISTOGRAM_BUCKETS, Counters
 from authwire.export.metrics import COUNTERS, Metrics, StoreHealth
 from authwire.v1 import auth_event_pb2 as pb
 from authwire.v1 import ingest_pb2
-from support import auth_event, require, start_sidecar, wait_until
+from support import auth_event, free_port, require, start_sidecar, wait_until
 
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 from dashboard import OBSERVABILITY, ROOT, dashboard, exposed_names, expressions, metric_names
-from prometheus_server import free_port
 
 from authwire import cli
 from authwire import config as config_mod
 from authwire.demo.lab import Topology, call_in_netns
 from authwire.export.otlp_logs import alert_log_record, log_record, resource_attributes
 from authwire.v1 import connection_pb2, ingest_pb2, record_pb2
-from support import auth_event, require_root_bcc, start_sidecar, wait_until
+from support import auth_event, free_port, require_root_bcc, start_sidecar, wait_until
 
 GATEWAYS = ("envoy", "apisix", "kong")
 

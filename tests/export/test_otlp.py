@@ -12,13 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.logs.v1 import logs_pb2
 from otlp_receiver import LogsReceiver
-from prometheus_server import free_port
 
 from authwire.export.otlp_logs import RecordEncoder, export_request, log_record, resource_head
 from authwire.export.otlp_settings import OtlpSettingError, parse_endpoint, parse_headers
 from authwire.v1 import auth_event_pb2 as pb
 from authwire.v1 import connection_pb2, ingest_pb2, query_pb2, record_pb2
-from support import AUTHWIRE, auth_event, start_sidecar, wait_until
+from support import AUTHWIRE, auth_event, free_port, start_sidecar, wait_until
 
 
 def counter(sidecar, name: str, label: str = "") -> int:
