@@ -1,5 +1,5 @@
 // authwire web view: plain DOM, no build step, no dependencies. Everything shown comes from attackers
-// (user agents, paths, credential ids), so text goes in with textContent only, never innerHTML, and links
+// (user agents, paths, credential ids), so text goes in with textContent only, never parsed as HTML, and links
 // are built from URLSearchParams.
 "use strict";
 
