@@ -1,7 +1,8 @@
 """p95 latency of the HTTP/JSON API (GET /v1/records, /v1/inspect) on bench/query.py's 10M-record store.
 Goal: <= 100 ms.
 
-The store is bench/query.py's (its build() and file, reused when it already holds --records rows). The server
+The store is bench/query.py's (its open_store(): the same file, built by its builder or reused when it already
+holds --records rows). The server
 is the real `authwire web --db` (read-only store, aiohttp, token), a child process; requests are sent one at a
 time over keep-alive from this process, --runs per query with varying parameters, on a warm page cache. The
 server's CPU time per request comes from /proc/<pid>/stat around each query's runs. Prints one line per query
@@ -28,8 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sidecar"))
 
 import query as store_bench  # noqa: E402  (bench/query.py: the store builder)
 
-from authwire.store.record_store import Store  # noqa: E402
-
 GOAL_MS = 100.0
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -37,17 +36,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-def ensure_store(db: Path, records: int) -> None:
-    if db.exists():
-        store = Store(db, read_only=True)
-        have = store.count()
-        store.close()
-        if have == records:
-            store_bench.sync_indexes(db)
-            return
-    store_bench.build(db, records)
 
 
 def start_web(db: Path) -> tuple[subprocess.Popen, str, str]:
@@ -94,7 +82,7 @@ def main() -> int:
     p.add_argument("--db", type=Path, default=Path("/var/tmp/authwire-bench-query.db"))
     p.add_argument("--runs", type=int, default=40)
     args = p.parse_args()
-    ensure_store(args.db, args.records)
+    store_bench.open_store(args.db, args.records)  # built (or reused) by bench/query.py's builder
     proc, base, token = start_web(args.db)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
