@@ -182,6 +182,32 @@ function _M.credential_id(id, conf)
   return id
 end
 
+-- Credential shapes a failure message must not carry out of the gateway: a message comes from an error
+-- body, and a plugin that answers with an external service's body (forward-auth, openid-connect) or echoes
+-- input can put a token in it. A JWT (three base64url parts, the first "eyJ"), an Authorization value
+-- (scheme + 8+ token characters), name=value with a secret's name.
+local SECRET_SHAPES = { "eyJ[%w_%-]+%.[%w_%-]+", "[Bb][Ee][Aa][Rr][Ee][Rr]%s+[%w%-%._~%+/=]+",
+                        "[Bb][Aa][Ss][Ii][Cc]%s+[%w%+/=][%w%+/=][%w%+/=][%w%+/=][%w%+/=][%w%+/=][%w%+/=][%w%+/=]",
+                        "[Ss]ignature%s*=", "[Pp]assword%s*[=:]", "[Ss]ecret%s*[=:]", "[Tt]oken%s*[=:]",
+                        "[Aa]pi[_%-]?[Kk]ey%s*[=:]" }
+
+--- The gateway's failure message as it may be sent: at most MESSAGE_MAX bytes, and nil when it looks like
+--- it carries a credential (the reason code is still reported).
+function _M.safe_message(message)
+  if type(message) ~= "string" then
+    return nil
+  end
+  if #message > _M.MESSAGE_MAX then
+    message = message:sub(1, _M.MESSAGE_MAX)
+  end
+  for i = 1, #SECRET_SHAPES do
+    if message:find(SECRET_SHAPES[i]) then
+      return nil
+    end
+  end
+  return message
+end
+
 --- The auth part.
 -- @param a {plugin, consumer, credential_id, success (bool), attempted (bool), status, message,
 --           gateway, jwt (claims table)}
@@ -198,10 +224,7 @@ function _M.auth(a)
   end
   local reason, plugin_hint = reasons.classify(a.gateway, a.status, a.message)
   local plugin = a.plugin or plugin_hint
-  local message = a.message
-  if type(message) == "string" and #message > _M.MESSAGE_MAX then
-    message = message:sub(1, _M.MESSAGE_MAX)
-  end
+  local message = _M.safe_message(a.message)
   return {
     method = reasons.method_of(plugin), outcome = "failure", plugin = plugin, consumer = a.consumer,
     credential_id = a.credential_id, reason = reason, message = message, jwt = a.jwt,

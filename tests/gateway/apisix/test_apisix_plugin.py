@@ -77,6 +77,9 @@ def readme_routes(sock: str) -> dict:
         {"id": "pseudo", "uri": "/pseudo/*", "plugins": {"basic-auth": {}, "authwire": {
             **aw, "pseudonymize_credentials": True, "credential_hash_key": HASH_KEY}},
          "upstream": upstream("{upstream}")},
+        {"id": "any", "uri": "/any/*", "plugins": {"multi-auth": {"auth_plugins": [{"basic-auth": {}},
+                                                                                  {"key-auth": {}}]},
+                                                  "authwire": aw}, "upstream": upstream("{upstream}")},
         # two auth plugins on one route: the failure is the challenge's plugin
         {"id": "multi", "uri": "/multi/*", "plugins": {"key-auth": {}, "basic-auth": {}, "authwire": aw},
          "upstream": upstream("{upstream}")},
@@ -87,7 +90,7 @@ def readme_routes(sock: str) -> dict:
 @pytest.fixture(scope="module")
 def gateway(apisix_available, sidecar, tmp_dir):
     gw = apisix_runtime.start_apisix(readme_routes(f"unix:{tmp_dir}/gw.sock"), config=readme_config.config(),
-                                     plugins=["authwire"], control=True)
+                                     plugins=["multi-auth", "authwire"], control=True)
     try:
         yield gw
     finally:
@@ -177,10 +180,15 @@ CASES = [
     # basic-auth (2520) accepts bob, then key-auth (2500) refuses: a failure, not bob's success
     ("/multi/key", lambda p: {"Authorization": basic("bob", PASSWORD)}, 401, "key-auth", FAIL,
      R.FAILURE_REASON_MISSING_CREDENTIALS, "", "", "Missing API key in request"),
+    # multi-auth: either may succeed; the one that did is reported
+    ("/any/key", lambda p: {"apikey": API_KEY}, 200, "key-auth", OK, 0, "alice", "", ""),
+    ("/any/basic", lambda p: {"Authorization": basic("bob", PASSWORD)}, 200, "basic-auth", OK, 0, "bob", "bob", ""),
+    ("/any/none", lambda p: {}, 401, "multi-auth", FAIL, R.FAILURE_REASON_INVALID_CREDENTIALS, "", "",
+     "Authorization Failed"),
     ("/open/x", lambda p: {}, 200, "", NOT, 0, "", "", ""),
 ]
 METHODS = {"key-auth": R.AUTH_METHOD_KEY_AUTH, "basic-auth": R.AUTH_METHOD_BASIC, "jwt-auth": R.AUTH_METHOD_JWT,
-           "hmac-auth": R.AUTH_METHOD_HMAC, "": R.AUTH_METHOD_NONE}
+           "hmac-auth": R.AUTH_METHOD_HMAC, "multi-auth": R.AUTH_METHOD_OTHER, "": R.AUTH_METHOD_NONE}
 
 
 @pytest.fixture(scope="module")

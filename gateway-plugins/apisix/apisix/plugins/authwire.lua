@@ -139,10 +139,21 @@ local function add_auth_plugins(list, n)
     local p = list[i]
     local name = type(p) == "table" and p.name
     if name and AUTH_PLUGINS[name] and not found[name] then
-      found[name], n = list[i + 1] or true, n + 1
+      local conf = list[i + 1] or true
+      found[name], n = conf, n + 1
       found_names[n] = name
       if n == 1 then
         found[1] = name
+      end
+      if name == "multi-auth" and type(conf) == "table" and type(conf.auth_plugins) == "table" then
+        -- multi-auth runs its auth_plugins itself (any one may succeed): they are candidates too
+        for _, sub in ipairs(conf.auth_plugins) do
+          local sub_name, sub_conf = type(sub) == "table" and next(sub)
+          if sub_name and AUTH_PLUGINS[sub_name] and not found[sub_name] then
+            found[sub_name], n = sub_conf, n + 1
+            found_names[n] = sub_name
+          end
+        end
       end
     end
   end
@@ -238,10 +249,10 @@ local function auth_of(conf, ctx, status, start_time)
   message = message or event.message_of_body(ctx.authwire_body)
   local a = { attempted = true, success = false, status = status, message = message, gateway = "apisix" }
   local _, hinted = reasons.classify("apisix", status, message)
-  -- the plugin that answered: the only one, its challenge (every APISIX auth plugin sets its own
-  -- WWW-Authenticate scheme), the message's plugin, or the highest-priority one
-  a.plugin = (n == 1 and found[1]) or reasons.apisix_plugin_of_challenge(ngx.header["WWW-Authenticate"])
-    or hinted or found[1]
+  -- the plugin that answered: the only one, the one whose message it is, its challenge (every APISIX auth
+  -- plugin sets its own WWW-Authenticate scheme; multi-auth's are its last sub-plugin's), or the first one
+  a.plugin = (n == 1 and found[1]) or hinted
+    or reasons.apisix_plugin_of_challenge(ngx.header["WWW-Authenticate"]) or found[1]
   local authorization = ctx.var.http_authorization
   local claimed
   if a.plugin == "basic-auth" then

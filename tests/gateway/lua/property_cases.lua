@@ -1,0 +1,54 @@
+-- Runs the cases tests/gateway/test_lua_properties.py generates (one JSON document on stdin) through the
+-- shared reporter's pure functions and prints the results as one JSON document.
+local cjson = require("cjson")
+local event = require("authwire.event")
+local drops = require("authwire.drops")
+local jwt_claims = require("authwire.jwt_claims")
+
+local input = cjson.decode(io.read("*a"))
+local out = { times = {}, drops = {}, messages = {}, time_reasons = {} }
+
+for i, t in ipairs(input.times) do
+  -- what nginx hands the plugin: ngx.req.start_time() / ngx.now(), a double of whole milliseconds
+  local ev = event.from_captured({ start_time = t[1] / 1000, now = t[2] / 1000 }, { gateway = "other" })
+  out.times[i] = { ev.start_time.seconds, ev.start_time.nanos, ev.latency.seconds, ev.latency.nanos }
+end
+
+-- a sequence of operations on one pool: add, claim (a report sent), fail (its claim given back), accept
+for i, ops in ipairs(input.drops) do
+  local pool = drops.new()
+  local claims, told, min = {}, { queue_full = 0, send_failed = 0, encode_failed = 0 }, 0
+  for _, op in ipairs(ops) do
+    if op[1] == "add" then
+      pool:add(op[2], op[3])
+    elseif op[1] == "claim" then
+      claims[#claims + 1] = pool:claim() or false
+    elseif #claims > 0 then
+      local c = table.remove(claims, op[2] % #claims + 1)
+      if c and op[1] == "fail" then
+        pool:give_back(c)
+      elseif c then
+        for k, v in pairs(c) do told[k] = told[k] + v end
+      end
+    end
+    for _, k in ipairs(drops.KINDS) do
+      if pool[k] < min then min = pool[k] end
+    end
+  end
+  for _, c in ipairs(claims) do -- still in flight at the end: they fail
+    if c then pool:give_back(c) end
+  end
+  out.drops[i] = { told = told, untold = pool:untold(), min = min }
+end
+
+for i, m in ipairs(input.messages) do
+  out.messages[i] = event.safe_message(m) or cjson.null
+end
+
+for i, t in ipairs(input.time_reasons) do
+  out.time_reasons[i] = jwt_claims.time_reason({ exp = t[1] ~= cjson.null and t[1] or nil,
+                                                 nbf = t[2] ~= cjson.null and t[2] or nil }, t[3], t[4])
+    or cjson.null
+end
+
+print(cjson.encode(out))

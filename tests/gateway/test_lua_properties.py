@@ -1,0 +1,101 @@
+"""Properties of the shared Lua reporter's boundaries (gateway-plugins/lua/authwire), checked with hypothesis
+in a standalone LuaJIT: whole-millisecond times, the untold-drops pool under any interleaving of batches in
+flight, failure messages that carry credentials, and JWT expiry from the token's own claims."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from support import require
+
+ROOT = Path(__file__).resolve().parents[2]
+LUA_PATH = f"{ROOT}/gateway-plugins/lua/?.lua;;"
+CASES = Path(__file__).resolve().parent / "lua" / "property_cases.lua"
+KINDS = ("queue_full", "send_failed", "encode_failed")
+
+
+def run(cases: dict) -> dict:
+    luajit = shutil.which("luajit")
+    require(luajit is not None, "needs luajit (apt-get install luajit2)")
+    result = subprocess.run([luajit, "-e", f"package.path = {LUA_PATH!r} .. package.path", str(CASES)],
+                            input=json.dumps({"times": [], "drops": [], "messages": [], "time_reasons": [],
+                                              **cases}),
+                            capture_output=True, text=True, errors="replace", timeout=30)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+MS = st.integers(min_value=1_600_000_000_000, max_value=4_000_000_000_000)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(MS, st.integers(min_value=0, max_value=10_000_000)), min_size=1, max_size=50))
+def test_times_are_whole_milliseconds(cases):
+    got = run({"times": [[start, start + latency] for start, latency in cases]})["times"]
+    for (start, latency), (s, ns, ls, lns) in zip(cases, got, strict=True):
+        assert s * 1000 + ns // 1_000_000 == start and ns % 1_000_000 == 0
+        assert ls * 1000 + lns // 1_000_000 == latency and lns % 1_000_000 == 0
+
+
+OPS = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(KINDS), st.integers(min_value=1, max_value=1000)),
+    st.tuples(st.just("claim")),
+    st.tuples(st.sampled_from(["fail", "accept"]), st.integers(min_value=0, max_value=100)),
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.lists(OPS, max_size=60), min_size=1, max_size=10))
+def test_each_drop_is_told_once_whatever_the_batches_in_flight_do(sequences):
+    got = run({"drops": sequences})["drops"]
+    for ops, result in zip(sequences, got, strict=True):
+        added = {k: sum(op[2] for op in ops if op[0] == "add" and op[1] == k) for k in KINDS}
+        assert result["min"] >= 0  # the pool never goes negative
+        assert {k: result["told"][k] + result["untold"][k] for k in KINDS} == added  # none lost, none twice
+
+
+SECRETISH = st.one_of(
+    st.builds(lambda a, b: f"eyJ{a}.{b}", st.text("abcXYZ019-_", min_size=4, max_size=30),
+              st.text("abcXYZ019-_", min_size=4, max_size=30)),
+    st.builds(lambda t: f"Bearer {t}", st.text("abcXYZ019-._~+/", min_size=8, max_size=40)),
+    st.builds(lambda t: f"password={t}", st.text("abc123", min_size=1, max_size=10)),
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=40), SECRETISH, st.text(max_size=40)), min_size=1, max_size=20))
+def test_messages_carrying_credentials_are_not_sent(cases):
+    got = run({"messages": ["".join(c) for c in cases]})["messages"]
+    assert all(m is None or len(m.encode()) <= 256 and not m.startswith(("eyJ", "Bearer ")) for m in got)
+    for (before, secret, _after), message in zip(cases, got, strict=True):
+        if len((before + secret).encode()) <= 256:  # the secret is within the bounded prefix
+            assert message is None, (before, secret)
+
+
+def test_gateway_messages_are_kept():
+    known = ["Missing API key in request", "Invalid user authorization", "failed to verify jwt",
+             "client request can't be validated: missing Authorization header", "HMAC signature does not match",
+             "exp: token expired", "Bad token; invalid JSON", "No credentials found for given 'iss'"]
+    assert run({"messages": known})["messages"] == known
+
+
+OPTIONAL_T = st.one_of(st.none(), st.integers(min_value=0, max_value=4_000_000_000))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(OPTIONAL_T, OPTIONAL_T, st.integers(min_value=0, max_value=4_000_000_000),
+                          st.integers(min_value=0, max_value=600)), min_size=1, max_size=50))
+def test_jwt_time_reason_follows_apisix_checks(cases):
+    """APISIX 3.18 jwt-auth/parser.lua claims_checker: exp valid while exp > now - leeway, nbf valid while
+    nbf < now + leeway."""
+    got = run({"time_reasons": [list(c) for c in cases]})["time_reasons"]
+    for (exp, nbf, now, skew), reason in zip(cases, got, strict=True):
+        want = "expired" if exp is not None and exp <= now - skew else \
+            "clock_skew" if nbf is not None and nbf >= now + skew else None
+        assert reason == want
