@@ -205,3 +205,9 @@ def test_alerts_and_inspect_names_them(web_server):
     assert sorted(p["name"] for p in r.json()["invalid_params"]) == ["client_ip", "detection"]
     assert [a["id"] for a in web_server.get(f"/v1/inspect?ip={seed.SCANNER}").json()["alerts"]] == ["A-scan-1"]
     assert web_server.get("/v1/inspect?ip=10.1.0.5").json()["alerts"] == []
+
+
+def test_connections_of_the_store_without_a_client(web_server):
+    body = web_server.get("/v1/connections").json()
+    uids = [c["uid"] for c in body["connections"]]
+    assert len(uids) == len(set(uids)) == 24 + 2 + 1  # scanner, alice (two keep-alive connections), carol

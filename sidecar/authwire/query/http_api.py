@@ -302,10 +302,10 @@ class QueryApi:
                                                               next_page_token=result.next_page_token)))
 
     async def op_record(self, filters: query_pb2.Filters, request_id: str) -> web.Response:
-        result = await self._query(query_pb2.Filters(request_id=request_id), 1)
-        if not result.records:
+        record = await self._run(self.store.get, request_id)
+        if record is None:
             return problem(404, "Not Found", "no record with this request_id")
-        return json_response(to_dict(result.records[0]))
+        return json_response(to_dict(record))
 
     async def op_connections(self, filters: query_pb2.Filters, client_ip: str = "",
                              include_closed: bool = False) -> web.Response:
@@ -318,7 +318,10 @@ class QueryApi:
         return json_response(to_dict(query_pb2.ConnectionsResponse(connections=connections)))
 
     def _stored_connections(self, client_ip: str) -> list[connection_pb2.Connection]:
-        """Without a running inspector: the connections of the most recent stored records (as of their join)."""
+        """Without a running inspector: the newest stored connections; of one client, those of its most recent
+        records (as of their join)."""
+        if not client_ip:
+            return self.store.connections(STORED_CONNECTION_RECORDS)
         recent = self.store.query(query_pb2.Filters(client_ip=client_ip), STORED_CONNECTION_RECORDS)
         seen: dict[str, connection_pb2.Connection] = {}
         for record in recent.records:
