@@ -92,3 +92,9 @@ def test_group_by_and_limit():
     assert filters.parse_limit("10000") == 10000
     with pytest.raises(filters.FilterError):
         filters.parse_limit("10001")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(re.compile(_py(filters.IP_PATTERN)), fullmatch=True))
+def test_every_documented_ip_is_an_address(text):
+    ipaddress.ip_address(text)  # what /v1/inspect?ip= and /v1/connections?client_ip= accept

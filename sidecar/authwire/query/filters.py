@@ -81,7 +81,7 @@ _TIME_PARTS = re.compile(
     r"(?P<z>Z|(?P<sign>[+-])(?P<oh>\d\d):(?P<om>\d\d))?)?")
 
 
-def _check_pattern(name: str, pattern: str, text: str, what: str) -> None:
+def check_pattern(name: str, pattern: str, text: str, what: str) -> None:
     if re.fullmatch(pattern.removeprefix("^").removesuffix("$"), text) is None:
         raise FilterError(name, f"{shown(text)} is not {what}")
 
@@ -95,7 +95,7 @@ def _number_with_unit(text: str) -> tuple[float, str]:
 def parse_time(name: str, text: str, now: float) -> int:
     """'15m' (that long ago) or an ISO 8601 / RFC 3339 time (UTC when no offset) -> epoch ns, clamped to
     0..2^63-1. Day numbers past the month's end roll over (2026-02-30 = 2026-03-02), as timegm counts."""
-    _check_pattern(name, TIME_PATTERN, text, "a duration ago (15m, 2h, 7d) or an ISO time (2026-01-31T12:00:00Z)")
+    check_pattern(name, TIME_PATTERN, text, "a duration ago (15m, 2h, 7d) or an ISO time (2026-01-31T12:00:00Z)")
     parts = _TIME_PARTS.fullmatch(text)
     if parts is None:
         value, unit = _number_with_unit(text)
@@ -113,7 +113,7 @@ def parse_time(name: str, text: str, now: float) -> int:
 
 def parse_rtt_us(name: str, text: str) -> int:
     """'5ms', '0.2s', '800us', or a bare number of milliseconds -> microseconds."""
-    _check_pattern(name, RTT_PATTERN, text, "a duration (800us, 5ms, 0.2s; a bare number is milliseconds)")
+    check_pattern(name, RTT_PATTERN, text, "a duration (800us, 5ms, 0.2s; a bare number is milliseconds)")
     value, unit = _number_with_unit(text)
     return int(round(value * _UNIT_S[unit or "ms"] * 1e6))
 
@@ -198,7 +198,7 @@ def _integer(name: str, field: str, low: int, high: int, help: str) -> FilterSpe
 def _client_ip(f: query_pb2.Filters, text: str, now: float) -> None:
     import ipaddress
 
-    _check_pattern("client_ip", CIDR_PATTERN, text, "an IP address or CIDR (10.0.0.7, 10.0.0.0/8, 2001:db8::/32)")
+    check_pattern("client_ip", CIDR_PATTERN, text, "an IP address or CIDR (10.0.0.7, 10.0.0.0/8, 2001:db8::/32)")
     ipaddress.ip_network(text, strict=False)  # cannot fail once the pattern matched (tests/web: property)
     f.client_ip = text
 
@@ -304,7 +304,7 @@ def _alert_severity(f: query_pb2.AlertFilters, text: str, now: float) -> None:
 
 
 def _alert_ip(f: query_pb2.AlertFilters, text: str, now: float) -> None:
-    _check_pattern("client_ip", IP_PATTERN, text, "an IP address (10.0.0.7, 2001:db8::7)")
+    check_pattern("client_ip", IP_PATTERN, text, "an IP address (10.0.0.7, 2001:db8::7)")
     f.client_ip = text
 
 

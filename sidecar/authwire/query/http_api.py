@@ -75,7 +75,7 @@ class Param:
 
 
 def _page_token(text: str) -> str:
-    flt._check_pattern("page_token", PAGE_TOKEN_PATTERN, text, "a next_page_token this server returned")
+    flt.check_pattern("page_token", PAGE_TOKEN_PATTERN, text, "a next_page_token this server returned")
     return text
 
 
@@ -89,7 +89,7 @@ def _boolean(name: str) -> Callable[[str], bool]:
 
 def _ip(name: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
-        flt._check_pattern(name, flt.IP_PATTERN, text, "an IP address (10.0.0.7, 2001:db8::7)")
+        flt.check_pattern(name, flt.IP_PATTERN, text, "an IP address (10.0.0.7, 2001:db8::7)")
         return str(ipaddress.ip_address(text))
     return parse
 
