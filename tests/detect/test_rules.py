@@ -254,7 +254,7 @@ def test_gateways_that_name_no_credential_still_get_stuffing_alerts(engine):
     found = alerts_of(e, rows)
     assert sorted(a.detection for a in found.values()) == ["keepalive_stuffing", "stack_stuffing"]
     stack = next(a for a in found.values() if a.detection == "stack_stuffing")
-    assert stack.evidence["credentials_unnamed"] == 30 and "names none" in stack.summary
+    assert stack.evidence["credentials_unnamed"] == 30 and "reports none" in stack.summary
     # ... but where the gateway names them, one credential from many IPs is still no stuffing
     assert alerts_of(engine(enabled=("stack_stuffing",)), stuffing(3000.0, n=30, creds=1)) == {}
 

@@ -77,7 +77,7 @@ class KeepaliveStuffing:
         return Finding(
             severity=CRITICAL if n >= 5 * self.min_failures else WARNING,
             summary=(f"{n} failed auths with {credentials_text(failures)} on one connection ({key}) from "
-                     f"{conn.client} in {span:.1f}s"),
+                     f"{conn.client} in {span:.2f}s"),
             key=f"conn={key}",
             evidence={"failures": n, "distinct_credentials": creds, "credentials_unnamed": failures.unnamed,
                       "seconds": round(span, 3)},

@@ -124,5 +124,7 @@ def credentials_text(window: DistinctWindow) -> str:
     """"12 credentials", or what the gateway left out."""
     named = len(window.b_counts)
     if window.unnamed * 2 > len(window.entries):
-        return f"{named} named credentials (the gateway names none for {window.unnamed} of the failures)"
+        if not named:
+            return "no credential names (the gateway reports none for failures)"
+        return f"{named} named credentials ({window.unnamed} failures name none)"
     return f"{named} credentials"
