@@ -16,6 +16,7 @@ a stored connection closed, the writer thread stores its final facts (update_con
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -37,6 +38,51 @@ log = logging.getLogger(__name__)
 MAX_BATCH_EVENTS = 10_000  # one report larger than this is refused whole, before any work
 
 Subscriber = Callable[[list[record_pb2.EnrichedRecord]], None]
+
+
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """For `serve`: the hot path makes many short-lived objects (rows, JSON dicts, messages) and no cycles
+    worth chasing per batch. Objects alive after start-up are frozen (never scanned again) and young
+    collections run every 20,000 allocations instead of 700: measured here, the collector took about half
+    of the JSONL encoding's time with the defaults."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """One length-delimited protobuf field (tag + varint length + bytes)."""
+    n, out = len(data), bytearray([number << 3 | 2])
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + data
+
+
+def subscriber_records(events: Sequence[auth_event_pb2.AuthEvent], joined: Sequence[tuple],
+                       received_ns: int) -> list[record_pb2.EnrichedRecord]:
+    """EnrichedRecords for subscribers, made by parsing concatenated fields (EnrichedRecord fields 1-4):
+    ~2.4 us a record here, half of constructing them with keyword arguments (which copies each part)."""
+    received = Timestamp()
+    received.FromNanoseconds(received_ns)
+    tail = _field(4, received.SerializeToString())
+    conn_bytes: dict[int, bytes] = {}
+    out = []
+    parse = record_pb2.EnrichedRecord.FromString
+    for event, (conn, join) in zip(events, joined, strict=True):
+        parts = _field(1, event.SerializeToString())
+        if conn is not None:
+            cb = conn_bytes.get(id(conn))
+            if cb is None:
+                cb = conn_bytes[id(conn)] = _field(2, conn.SerializeToString())
+            parts += cb
+        out.append(parse(parts + _field(3, join.SerializeToString()) + tail))
+    return out
 
 
 class StoreUnavailable(RuntimeError):
@@ -109,12 +155,7 @@ class Pipeline:
             joined = await self.joiner.join_batch(good)
             received_ns = time.time_ns()
             rows = [plain_row(e, received_ns, c, j) for e, (c, j) in zip(good, joined, strict=True)]
-            records = None
-            if self._subscribers:
-                received = Timestamp()
-                received.FromNanoseconds(received_ns)
-                records = [record_pb2.EnrichedRecord(event=e, connection=c, join=j, received_time=received)
-                           for e, (c, j) in zip(good, joined, strict=True)]
+            records = subscriber_records(good, joined, received_ns) if self._subscribers else None
             await self._commit(rows, records)
             self.counters.inc("ingest.accepted", source, len(rows))
         if drops is not None:

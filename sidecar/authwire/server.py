@@ -24,7 +24,7 @@ from authwire.ingest import grpc_service as ingest_service
 from authwire.join.joiner import Joiner
 from authwire.kernel import block_service
 from authwire.listen import ListenerLock, claim, set_socket_access
-from authwire.pipeline import Pipeline
+from authwire.pipeline import Pipeline, tune_gc
 from authwire.query.grpc_service import QueryService
 from authwire.store.alerts import AlertStore, alerts_path
 from authwire.store.jsonl import JsonlSink
@@ -156,6 +156,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
         pipeline.subscribe(detector.submit, name="detect")
     if exporter is not None:
         exporter.subscribe(pipeline, detector)
+    tune_gc()  # after start-up: what exists now is frozen out of the collector's scans
     pipeline.start()
     running.push_async_callback(pipeline.close)
 

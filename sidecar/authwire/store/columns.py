@@ -177,8 +177,20 @@ def _fraction(nanos: int) -> str:
     return f".{nanos:09d}"
 
 
+_LAST_TS: list = [None, ""]  # a batch's records share their received time: formatted once
+
+
 def ts_json(ns: int) -> str:
     """proto3 JSON of a Timestamp given in ns (what records.to_dict prints)."""
+    last = _LAST_TS
+    if ns == last[0]:
+        return last[1]
+    text = _ts_json(ns)
+    last[0], last[1] = ns, text
+    return text
+
+
+def _ts_json(ns: int) -> str:
     seconds, nanos = divmod(ns, 1_000_000_000)
     if not 0 <= seconds < 253402300800:
         ts = Timestamp(seconds=seconds, nanos=nanos)

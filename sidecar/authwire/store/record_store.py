@@ -617,6 +617,7 @@ class Store:
         try:
             db.executescript(CLOSED_INDEXES)
             db.executescript(SUMMARY_SQL)
+            db.execute("PRAGMA analysis_limit=1000")  # sampled statistics: enough to choose between indexes
             db.execute("ANALYZE")
             with db:
                 db.execute("UPDATE meta SET value = 'closed' WHERE key = 'state'")
