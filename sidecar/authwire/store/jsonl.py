@@ -11,8 +11,8 @@ sink recovers by itself:
   recreated) and `jsonl.reopened{removed|replaced}` counted; SIGHUP (`request_reopen`) reopens too
   (`jsonl.reopened{signal}`);
 - a failed write (a full disk: ENOSPC, EFBIG, EIO ...) counts its records as `jsonl.write_failed{errno name}`
-  and cuts the file back to its last whole line, so a partial line is never glued to the next record; if
-  even that fails, the next write starts on a new line.
+  and cuts the file back to its last whole line (`jsonl.partial_line_cut`), so a partial line is never glued
+  to the next record; if even that fails, the next write starts on a new line.
 
 Files are created 0600, or 0640 with a group (`--data-group`).
 """
@@ -172,6 +172,7 @@ class JsonlSink:
                 try:
                     os.ftruncate(self._fd, start)
                     self._broken_line = False
+                    self.counters.inc("jsonl.partial_line_cut")
                 except OSError:
                     self._size = start + written
                     self._broken_line = True
