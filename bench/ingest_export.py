@@ -132,8 +132,8 @@ def main() -> int:
     base, metrics, both = (min(runs[k], key=lambda r: r["cpu_us"]) for k in ("base", "metrics", "both"))
     print(f"ingest_export (paced {ingest.PACED_RATE:,}/s x {ingest.DURATION:.0f}s, SQLite only): sidecar CPU per "
           f"record {base['cpu_us']:.1f} us; with /metrics scraped every 1 s {metrics['cpu_us']:.1f} us "
-          f"(+{metrics['cpu_us'] - base['cpu_us']:.1f}); with scrape + OTLP export {both['cpu_us']:.1f} us "
-          f"(+{both['cpu_us'] - base['cpu_us']:.1f} us/record, goal <= 3); exported {both['exported']:,} of "
+          f"({metrics['cpu_us'] - base['cpu_us']:+.1f}); with scrape + OTLP export {both['cpu_us']:.1f} us "
+          f"({both['cpu_us'] - base['cpu_us']:+.1f} us/record, goal <= 3); exported {both['exported']:,} of "
           f"{both['records']:,}, dropped {both['dropped']}, {both['bytes_per_record']:.0f} bytes/record on the wire")
     flat = scenario(scrape=False, export=False, saturate=True)
     flat_export = scenario(scrape=True, export=True, saturate=True)

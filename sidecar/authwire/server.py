@@ -130,12 +130,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
                        group=config.data_group or None) if config.jsonl else None)
     # OTLP export: started before the detections and the pipeline, so closed after both (LIFO) with their
     # last records and alerts.
-    from authwire.export import otlp
-    from authwire.export.otlp_settings import OtlpSettingError
-    try:
-        exporter = await otlp.start(config, counters)
-    except OtlpSettingError as exc:
-        raise ConfigError(str(exc)) from None
+    exporter = await _start_exporter(config, counters) if config.otlp_endpoint else None
     if exporter is not None:
         running.push_async_callback(exporter.close)
     # Detections (issue 12): after the ack, in their own task; closed after the pipeline (LIFO) so they see
@@ -224,6 +219,17 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     running.callback(retention.cancel)
     await stop.wait()
     log.info("authwire stopping: finishing in-flight reports")
+
+
+async def _start_exporter(config: Config, counters: Counters):
+    """The OTLP exporter; its modules are imported only when export is on (they need opentelemetry-proto)."""
+    from authwire.export.otlp_settings import OtlpSettingError
+    try:
+        from authwire.export import otlp
+        return await otlp.start(config, counters)
+    except (OtlpSettingError, ImportError) as exc:
+        raise ConfigError(f"otlp_endpoint {config.otlp_endpoint}: {exc}" if isinstance(exc, ImportError)
+                          else str(exc)) from None
 
 
 async def _retention_loop(store: Store, config: Config, counters: Counters) -> None:

@@ -42,6 +42,7 @@ BACKOFF_MAX = 5.0
 MAX_RETRY_SECONDS = 60.0       # one batch is retried this long, then dropped (retries_exhausted)
 MAX_REQUEST_BYTES = 3 << 20    # below the collector's default 4 MiB receive limit
 SHUTDOWN_FLUSH_SECONDS = 3.0
+MAX_RESOURCES = 1024           # encoded resource heads kept (one per gateway kind, node and version)
 CHANNEL_OPTIONS = [
     # Reconnect soon after the collector comes back (gRPC's default backoff grows to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
@@ -182,6 +183,8 @@ class OtlpExporter:
     def _head(self, key: tuple[int, str, str]) -> bytes:
         head = self._heads.get(key)
         if head is None:
+            if len(self._heads) >= MAX_RESOURCES:  # gateways name their node: bounded all the same
+                self._heads.clear()
             head = self._heads[key] = resource_head(*key)
         return head
 
