@@ -44,6 +44,7 @@ def test_demo_scanner_in_three_clicks(tmp_path, browser):  # noqa: F811
         wait_until(lambda: rows(d, "records"), 20, "records of the demo")
         d.find_element(By.CSS_SELECTOR, "[data-split='syn.signature']").click()           # 1: failures by stack
         wait_until(lambda: d.find_elements(By.CSS_SELECTOR, "#legend button"), 10, "the chart's legend")
+        shot(d, tmp_path, "demo-failures-by-stack")
         biggest = d.find_element(By.CSS_SELECTOR, "#legend li button")
         signature = biggest.text.rsplit(" (", 1)[0]
         assert signature.startswith("4:255:")                                              # the bare scanner stack

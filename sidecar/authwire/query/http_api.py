@@ -51,8 +51,8 @@ TIMELINE_MAX_BUCKETS = 120
 TIMELINE_DEFAULT_BUCKETS = 30
 TIMELINE_DEFAULT_SPAN_S = 24 * 3600   # without `since`: at most this long before the newest matching record
 TIMELINE_TOP = 12                     # values per bucket (the rest is summed as "other")
-NICE_BUCKETS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
-                  172800, 604800]
+NICE_BUCKETS_S = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600,
+                  7200, 10800, 21600, 43200, 86400, 172800, 604800]
 
 JSON = "application/json"
 # The web view loads only its own files; no inline script or style, no framing, no form posts elsewhere.
@@ -111,7 +111,7 @@ SPLIT_FIELDS = [n for n in GROUP_FIELDS if n not in ("http.path", "community_id"
 SPLIT_BY = Param("split_by", "the field each bucket is split by", {"type": "string", "enum": SPLIT_FIELDS,
                                                                     "default": "auth.reason"},
                  lambda text: flt.parse_choice("split_by", text, SPLIT_FIELDS))
-BUCKETS = Param("buckets", "at most this many time buckets (their width is rounded up to 1s, 5s, 1m, ...)",
+BUCKETS = Param("buckets", "at most this many time buckets (widths rounded up to 10ms, ..., 1s, 5s, 1m, ...)",
                 {"type": "integer", "minimum": 2, "maximum": TIMELINE_MAX_BUCKETS,
                  "default": TIMELINE_DEFAULT_BUCKETS},
                 lambda text: flt.parse_int("buckets", text, 2, TIMELINE_MAX_BUCKETS))
@@ -422,7 +422,7 @@ class QueryApi:
             since = max(oldest, until - TIMELINE_DEFAULT_SPAN_S * 1_000_000_000)
         span_s = max((until - since) / 1e9, 1e-9)
         width_s = next((w for w in NICE_BUCKETS_S if w * buckets >= span_s), NICE_BUCKETS_S[-1])
-        width = width_s * 1_000_000_000
+        width = int(width_s * 1_000_000_000)
         start = since // width * width
         body["bucket_seconds"] = width_s
         body["since"], body["until"] = _ts(start), _ts(until)

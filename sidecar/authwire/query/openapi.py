@@ -106,7 +106,7 @@ def _custom_schemas() -> dict[str, Any]:
                                    "syn.os_hint, syn.hop_distance]; connections: from its most recent records"},
         "Timeline": _object({
             "split_by": {"type": "string"},
-            "bucket_seconds": {"type": "integer", "minimum": 0},
+            "bucket_seconds": {"type": "number", "minimum": 0},
             "since": TIMESTAMP, "until": TIMESTAMP,
             "buckets": {"type": "array", "items": _object({"start": TIMESTAMP, "groups": groups},
                                                           ["start", "groups"])},

@@ -201,7 +201,9 @@ function drawChart(body, f) {
     }
     if (i % Math.ceil(buckets.length / 6) === 0) {
       const label = svg("text", {x: x, y: H - 8, class: "axis"});
-      label.textContent = when(b.start).slice(5, 16);
+      const width = body.bucket_seconds;
+      const text = b.start.replace("T", " ");  // 2026-12-01 09:50:31.120Z
+      label.textContent = width >= 60 ? text.slice(5, 16) : text.slice(11, width >= 1 ? 19 : 23);
       chart.appendChild(label);
     }
   });
