@@ -37,6 +37,8 @@ class LogsReceiver(logs_service_pb2_grpc.LogsServiceServicer):
     credentials: grpc.ServerCredentials | None = None
     received: list[Received] = field(default_factory=list)
     calls: int = 0
+    # (request, context) -> response, or abort the call: to play a collector that refuses or rejects
+    respond: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: grpc.Server | None = None
 
@@ -44,6 +46,9 @@ class LogsReceiver(logs_service_pb2_grpc.LogsServiceServicer):
         metadata = dict(context.invocation_metadata())
         with self._lock:
             self.calls += 1
+        if self.respond is not None:
+            return self.respond(request, context)
+        with self._lock:
             for rl in request.resource_logs:
                 resource = attributes(rl.resource.attributes)
                 for sl in rl.scope_logs:

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 from otlp_receiver import LogsReceiver
 
@@ -129,6 +130,50 @@ def test_bad_endpoint_is_refused_at_start_naming_it(tmp_path, endpoint, says):
     assert says in result.stderr
 
 
+def test_records_committed_before_sigterm_are_flushed(tmp_path):
+    receiver = LogsReceiver().start()
+    sidecar = start_sidecar(tmp_path, "--otlp-endpoint", f"127.0.0.1:{receiver.port}", "--otlp-compression", "gzip")
+    try:
+        assert report(sidecar, [auth_event(f"last-{i}") for i in range(300)]) == 300
+        assert sidecar.stop() == 0  # at once: the exporter's close() flushes what the pipeline committed
+        assert receiver.count() == 300
+    finally:
+        sidecar.kill()
+        receiver.stop()
+
+
+def test_refusals_and_partial_rejections_are_counted_as_drops(tmp_path):
+    def respond(request, context):
+        if dict(context.invocation_metadata()).get("authorization") != "Bearer right":
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad token")
+        response = logs_service_pb2.ExportLogsServiceResponse()
+        response.partial_success.rejected_log_records = 2
+        response.partial_success.error_message = "2 too big\n" + "x" * 500  # bounded when logged
+        return response
+
+    receiver = LogsReceiver(respond=respond).start()
+    wrong = start_sidecar(tmp_path, "--otlp-endpoint", f"127.0.0.1:{receiver.port}",
+                          "--otlp-headers", "authorization=Bearer wrong")
+    try:
+        assert report(wrong, [auth_event(f"u-{i}") for i in range(5)]) == 5
+        # not retryable: dropped at once, under the status code's name
+        wait_until(lambda: counter(wrong, "otlp.dropped", "unauthenticated") == 5, 20, "5 unauthenticated drops")
+        assert counter(wrong, "otlp.export_failed", "unauthenticated") == 1
+    finally:
+        wrong.stop()
+    right = start_sidecar(tmp_path, "--otlp-endpoint", f"127.0.0.1:{receiver.port}",
+                          "--otlp-headers", "authorization=Bearer right")
+    try:
+        assert report(right, [auth_event(f"p-{i}") for i in range(5)]) == 5
+        wait_until(lambda: counter(right, "otlp.exported", "logs") == 3, 20, "3 exported")
+        assert counter(right, "otlp.dropped", "rejected") == 2
+        assert "rejected 2 of 5 records: 2 too big" in right.log_text()
+        assert "x" * 300 not in right.log_text()
+    finally:
+        right.stop()
+        receiver.stop()
+
+
 def test_tls_endpoint_verified_with_the_configured_ca(tmp_path):
     cert, key = _self_signed(tmp_path)
     receiver = LogsReceiver(credentials=grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])).start()
@@ -221,8 +266,6 @@ def test_fast_encoding_equals_the_message_built_log_record(batch):
 
 
 def test_export_request_envelope_parses_with_one_resource_per_gateway():
-    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-
     encoder = RecordEncoder()
     a, b = (record_pb2.EnrichedRecord(event=auth_event(i)) for i in ("a", "b"))
     b.event.gateway.node = "gw-2"
