@@ -31,7 +31,8 @@ local DEFAULT_MAX_ENTRIES, DEFAULT_MAX_RETRY_TIME = 10000, 60 -- kong/tools/queu
 --- handlers of several queues running at once never tell the same drop twice).
 function _M.new(plugin_name, ledger, encode_batch, encode_one, report)
   return setmetatable({ plugin_name = plugin_name, ledger = ledger, encode_batch = encode_batch,
-                        encode_one = encode_one, report = report, states = {} }, mt)
+                        encode_one = encode_one, report = report, states = {},
+                        params = setmetatable({}, { __mode = "k" }) }, mt)
 end
 
 -- kong/tools/queue.lua _make_queue_key / make_queue_key: queues are per workspace
@@ -119,7 +120,12 @@ end
 --- on a programming error (the caller guards the log phase).
 function _M:enqueue(conf, captured)
   local ledger = self.ledger
-  local qc = Queue.get_plugin_params(self.plugin_name, conf)
+  -- a config table is one plugin instance's, as long as Kong keeps it: its queue_conf is computed once
+  local qc = self.params[conf]
+  if not qc then
+    qc = Queue.get_plugin_params(self.plugin_name, conf)
+    self.params[conf] = qc
+  end
   local st = state(self, qc)
   if st.pending >= st.max_entries then
     ledger:queue_full("authwire: ", st.pending, " events pending (sidecar slow or down); dropping new events")
