@@ -113,16 +113,20 @@ class GrpcAccess(grpc.aio.ServerInterceptor):
     every method but the health check (Ingest, Query, Envoy's ALS and any service added later); a unix-socket
     peer is let through, the socket's file mode having decided who could connect.
 
+    With mutual TLS (ServerTls.mutual) a verified client certificate stands in for the token.
     Denials are UNAUTHENTICATED, counted as `access.denied{grpc}`; the presented value is never logged.
-    With token None (token_file = "off") serve refuses TCP listeners before this is ever asked.
+    With token None (token_file = "off") and no mTLS, serve refuses TCP listeners before this is ever asked.
     """
 
-    def __init__(self, token: BearerToken | None, counters=None) -> None:
+    def __init__(self, token: BearerToken | None, counters=None, mutual_tls: bool = False) -> None:
         self.token = token
         self.counters = counters
+        self.mutual_tls = mutual_tls
 
     async def _check(self, context: grpc.aio.ServicerContext) -> None:
         if context.peer().startswith("unix:"):
+            return
+        if self.mutual_tls and peer_has_client_certificate(context):
             return
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and self.token is not None and self.token.matches_authorization(value):
@@ -190,11 +194,73 @@ class _BearerMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIn
 def client_channel(server: str, token_file: str | Path | None = None, **kwargs) -> grpc.Channel:
     """A channel to the sidecar that sends the token on TCP (token_file, else AUTHWIRE_TOKEN_FILE, else the
     default `/var/lib/authwire/token` when readable); on a unix socket the file mode decides and no token
-    is read."""
-    channel = grpc.insecure_channel(server, **kwargs)
+    is read. AUTHWIRE_TLS_CA (with AUTHWIRE_TLS_CERT/KEY for mTLS) makes a TCP channel TLS."""
+    ca = os.environ.get("AUTHWIRE_TLS_CA")
+    if ca and not server.startswith("unix:"):
+        creds = client_credentials(ca, os.environ.get("AUTHWIRE_TLS_CERT"), os.environ.get("AUTHWIRE_TLS_KEY"))
+        channel = grpc.secure_channel(server, creds, **kwargs)
+    else:
+        channel = grpc.insecure_channel(server, **kwargs)
     if server.startswith("unix:"):
         return channel
     token = client_token(token_file)
     if token is None and os.access(DEFAULT_TOKEN_FILE, os.R_OK):
         token = load_token(DEFAULT_TOKEN_FILE).value
     return grpc.intercept_channel(channel, _BearerMetadata(token)) if token else channel
+
+
+class ServerTls:
+    """TLS on the TCP listeners (gRPC, gRPC-Web): cert + key, and with client_ca mutual TLS — a client
+    certificate signed by that CA then authenticates the peer in place of the bearer token (the handshake
+    fails without one). Unix sockets stay plaintext: their file mode is the rule there."""
+
+    def __init__(self, cert: str, key: str, client_ca: str = "") -> None:
+        if bool(cert) != bool(key):
+            raise AccessError("tls_cert and tls_key go together")
+        if client_ca and not cert:
+            raise AccessError("tls_client_ca needs tls_cert and tls_key (the server's own certificate)")
+        self.cert, self.key, self.client_ca = cert, key, client_ca
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert)
+
+    @property
+    def mutual(self) -> bool:
+        return bool(self.client_ca)
+
+    def _read(self, path: str, what: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise AccessError(f"{what} {path}: {exc.strerror or exc}") from None
+
+    def grpc_credentials(self) -> grpc.ServerCredentials:
+        pair = (self._read(self.key, "tls_key"), self._read(self.cert, "tls_cert"))
+        ca = self._read(self.client_ca, "tls_client_ca") if self.mutual else None
+        return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=self.mutual)
+
+    def ssl_context(self):
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.cert, self.key)
+            if self.mutual:
+                context.load_verify_locations(self.client_ca)
+                context.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise AccessError(f"tls_cert/tls_key/tls_client_ca: {exc}") from None
+        return context
+
+
+def peer_has_client_certificate(context: grpc.aio.ServicerContext) -> bool:
+    """A gRPC peer that completed mutual TLS (the server required and verified its certificate)."""
+    auth = context.auth_context() or {}
+    return auth.get("transport_security_type") == [b"ssl"] and bool(auth.get("x509_pem_cert"))
+
+
+def client_credentials(ca: str | None, cert: str | None = None, key: str | None = None):
+    """grpc channel credentials for a TLS server (CLI): ca verifies the server; cert/key for mTLS."""
+    read = lambda p: Path(p).read_bytes() if p else None  # noqa: E731
+    return grpc.ssl_channel_credentials(read(ca), read(key), read(cert))

@@ -58,6 +58,9 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-file", default=None,
                    help="bearer token file the sidecar requires on TCP (env AUTHWIRE_TOKEN_FILE; default "
                         f"{access.DEFAULT_TOKEN_FILE} when readable); not read for a unix: server")
+    p.add_argument("--tls-ca", default=None, help="TLS to a TCP server: CA file verifying it (env AUTHWIRE_TLS_CA)")
+    p.add_argument("--tls-cert", default=None, help="mTLS: client certificate (env AUTHWIRE_TLS_CERT)")
+    p.add_argument("--tls-key", default=None, help="mTLS: client key (env AUTHWIRE_TLS_KEY)")
 
 
 def _add_format(p: argparse.ArgumentParser, choices=render.FORMATS) -> None:
@@ -342,8 +345,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
-    if getattr(args, "token_file", None) and args.command != "serve":
-        os.environ["AUTHWIRE_TOKEN_FILE"] = args.token_file  # every client channel of this run sends it
+    if args.command != "serve":  # every client channel of this run uses them (authwire.access.client_channel)
+        for flag, env in (("token_file", "AUTHWIRE_TOKEN_FILE"), ("tls_ca", "AUTHWIRE_TLS_CA"),
+                          ("tls_cert", "AUTHWIRE_TLS_CERT"), ("tls_key", "AUTHWIRE_TLS_KEY")):
+            if getattr(args, flag, None):
+                os.environ[env] = getattr(args, flag)
     out = sys.stdout
     try:
         if args.command == "serve":

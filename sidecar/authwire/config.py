@@ -52,6 +52,10 @@ class Config:
     # --- access (hardening): tokens, TLS, limits ---
     token_file: str = _opt("", "bearer token file for TCP listeners (created 0600 if missing; "
                                "default: 'token' beside the store; 'off': no token, unix sockets only)")
+    tls_cert: str = _opt("", "PEM certificate (chain) for TLS on the TCP gRPC and gRPC-Web listeners")
+    tls_key: str = _opt("", "PEM private key of tls_cert")
+    tls_client_ca: str = _opt("", "PEM CA bundle: TCP clients must present a certificate it signed (mTLS), "
+                                  "which then stands in for the bearer token")
     socket_group: str = _opt("", "group (name or gid) given the unix sockets, which are then 0660: e.g. the "
                                  "gateway workers' group, so no other local user can connect")
     grpc_max_message_bytes: int = _opt(4 * 1024 * 1024, "gRPC: largest request message accepted")

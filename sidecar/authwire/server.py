@@ -37,10 +37,14 @@ RETENTION_EVERY_SECONDS = 60
 SHUTDOWN_GRACE_SECONDS = 5
 
 
-def bind(server: grpc.aio.Server, address: str) -> None:
-    """unix:/path (claimed first: authwire.listen) or HOST:PORT; raises OSError naming the address."""
+def bind(server: grpc.aio.Server, address: str, tls: access.ServerTls | None = None) -> None:
+    """unix:/path (claimed first: authwire.listen) or HOST:PORT (TLS when tls is enabled); raises OSError
+    naming the address."""
     try:
-        bound = server.add_insecure_port(address)
+        if tls is not None and tls.enabled and not address.startswith("unix:"):
+            bound = server.add_secure_port(address, tls.grpc_credentials())
+        else:
+            bound = server.add_insecure_port(address)
     except RuntimeError:  # grpc >= 1.5x raises instead of returning 0
         bound = 0
     if bound == 0 and not address.startswith("unix:"):
@@ -48,12 +52,22 @@ def bind(server: grpc.aio.Server, address: str) -> None:
                                         "or not a local address?)")
 
 
-def load_access(config: Config) -> access.BearerToken | None:
+def load_tls(config: Config) -> access.ServerTls:
+    try:
+        return access.ServerTls(config.tls_cert, config.tls_key, config.tls_client_ca)
+    except access.AccessError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def load_access(config: Config, tls: access.ServerTls | None = None) -> access.BearerToken | None:
     """The bearer token, or None with token_file = "off" — then every TCP listener that accepts reports or
-    serves records is refused, named, and serve listens on unix sockets only."""
+    serves records is refused, named (unless mutual TLS authenticates gRPC and gRPC-Web peers: then only
+    HTTP on TCP is refused), and serve listens on unix sockets only."""
     if config.token_file.strip().lower() == access.TOKEN_OFF:
+        mtls = tls is not None and tls.mutual
         tcp = [f"{setting} {a}" for setting in ("listen", "grpc_web_listen", "http_listen")
-               for a in getattr(config, setting) if not a.startswith("unix:")]
+               for a in getattr(config, setting)
+               if not a.startswith("unix:") and not (mtls and setting != "http_listen")]
         if tcp:
             raise ConfigError(f"token_file = off, but these TCP listeners would let any local user read or "
                               f"forge records: {', '.join(tcp)}; give them a token file or use unix sockets")
@@ -114,7 +128,8 @@ async def serve(config: Config) -> None:
 
 async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     running.callback(log.info, "authwire stopped")  # cleanups run last-in first-out: this line comes last
-    token = load_access(config)
+    tls = load_tls(config)
+    token = load_access(config, tls)
     claims = claim_listeners(config)
     running.callback(lambda: [c.release() for c in claims])
     counters = Counters()
@@ -156,7 +171,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     running.push_async_callback(pipeline.close)
 
     server = grpc.aio.server(options=grpc_options(config), maximum_concurrent_rpcs=config.grpc_max_concurrent_rpcs,
-                             interceptors=[access.GrpcAccess(token, counters)])
+                             interceptors=[access.GrpcAccess(token, counters, mutual_tls=tls.mutual)])
     running.callback(remove_unix_sockets, config.listen)  # LIFO: runs after server.stop, below
     running.push_async_callback(server.stop, SHUTDOWN_GRACE_SECONDS)
     ingest_service.add_to_server(server, pipeline, counters)
@@ -173,7 +188,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     for address in config.listen:
-        bind(server, address)
+        bind(server, address, tls)
     await server.start()
     for address in config.listen:
         if address.startswith("unix:"):
@@ -185,7 +200,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
             max_body=config.grpc_web_max_body_bytes, max_connections=config.grpc_web_max_connections,
             max_in_flight=config.grpc_web_max_in_flight, header_timeout=config.grpc_web_header_timeout,
             body_timeout=config.grpc_web_body_timeout, shutdown_grace=SHUTDOWN_GRACE_SECONDS),
-            socket_group=config.socket_group)
+            socket_group=config.socket_group, tls=tls)
         running.push_async_callback(grpc_web.cleanup)
 
     if config.http_listen:

@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from authwire.access import BearerToken
+from authwire.access import BearerToken, ServerTls
 from authwire.ingest.decode import Malformed, decode_report
 from authwire.ingest.problem_log import RateLimitedLog
 from authwire.listen import ListenAddress, parse_listen_address, set_socket_access
@@ -115,10 +115,11 @@ class GrpcWebIngest:
     """The aiohttp handler: POST /authwire.v1.Ingest/<Method>."""
 
     def __init__(self, pipeline: ReportPipeline, counters: CounterSink, token: BearerToken | None = None,
-                 limits: GrpcWebLimits | None = None) -> None:
+                 limits: GrpcWebLimits | None = None, mutual_tls: bool = False) -> None:
         self.pipeline = pipeline
         self.counters = counters
         self.token = token
+        self.mutual_tls = mutual_tls
         self.limits = limits or GrpcWebLimits()
         self.guard = ConnectionGuard(self.limits, counters)
         self.in_flight = 0
@@ -146,6 +147,8 @@ class GrpcWebIngest:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         if isinstance(sockname, str | bytes):  # AF_UNIX: the socket's file mode decided
             return True
+        if self.mutual_tls and request.transport.get_extra_info("peercert"):
+            return True  # CERT_REQUIRED: the handshake verified it against tls_client_ca
         return self.token is not None and self.token.matches_authorization(request.headers.get("Authorization"))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -312,8 +315,9 @@ class ConnectionGuard:
 class _GuardedSite(web.BaseSite):
     """A pre-bound socket served through ConnectionGuard."""
 
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket, guard: ConnectionGuard, name: str) -> None:
-        super().__init__(runner, backlog=128)
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, guard: ConnectionGuard, name: str,
+                 ssl_context=None) -> None:
+        super().__init__(runner, backlog=128, ssl_context=ssl_context)
         self._sock = sock
         self._guard = guard
         self._name = name
@@ -327,7 +331,7 @@ class _GuardedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            self._guard.factory(server), sock=self._sock, backlog=self._backlog)
+            self._guard.factory(server), sock=self._sock, backlog=self._backlog, ssl=self._ssl_context)
 
 
 def _bind(address: ListenAddress) -> socket.socket:
@@ -354,13 +358,14 @@ def _bind(address: ListenAddress) -> socket.socket:
 
 async def start_grpc_web(addresses: list[str], pipeline: ReportPipeline, counters: CounterSink,
                          token: BearerToken | None = None, limits: GrpcWebLimits | None = None,
-                         socket_group: str = "") -> Any:
+                         socket_group: str = "", tls: ServerTls | None = None) -> Any:
     """Listen on every address; returns the aiohttp AppRunner (`await runner.cleanup()` stops it).
 
     The bound addresses (TCP port 0 resolved) are in `runner.addresses` as (host, port) or path.
     """
     limits = limits or GrpcWebLimits()
-    ingest = GrpcWebIngest(pipeline, counters, token, limits)
+    ingest = GrpcWebIngest(pipeline, counters, token, limits, mutual_tls=tls is not None and tls.mutual)
+    ssl_context = tls.ssl_context() if tls is not None and tls.enabled else None
     app = web.Application(client_max_size=limits.max_body)
     app.router.add_post(f"/{SERVICE}/{{method}}", ingest.handle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=limits.shutdown_grace,
@@ -371,11 +376,12 @@ async def start_grpc_web(addresses: list[str], pipeline: ReportPipeline, counter
     try:
         for text in addresses:
             address = parse_listen_address(text, "grpc_web_listen")
-            if not address.is_unix and token is None:
-                raise ValueError(f"grpc_web_listen {text}: a TCP listener needs a token (token_file)")
+            if not address.is_unix and token is None and not ingest.mutual_tls:
+                raise ValueError(f"grpc_web_listen {text}: a TCP listener needs a token (token_file) or mTLS")
             sock = _bind(address)
+            site_tls = None if address.is_unix else ssl_context
             site = _GuardedSite(runner, sock, ingest.guard, f"unix:{address.path}" if address.is_unix
-                                else f"http://{address.text}")
+                                else f"{'https' if site_tls else 'http'}://{address.text}", site_tls)
             await site.start()
             if address.is_unix:
                 # The gateway's workers run as their own user (nginx www-data, APISIX nobody, Kong kong) and
