@@ -107,6 +107,7 @@ class Pipeline:
         self._closed_conns: deque[connection_pb2.Connection] = deque(maxlen=65536)
         if joiner.table is not None:
             joiner.table.add_listener(self._on_connection)
+        joiner.known = store.facts_of  # the join builds a Connection only for one the store does not keep
 
     def _on_connection(self, conn: connection_pb2.Connection) -> None:
         """Kernel poller thread: remember stored connections that closed, for the writer to update."""

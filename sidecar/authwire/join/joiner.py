@@ -38,8 +38,11 @@ Enrichment (record.proto Join):
   include losses from up to one interval before it; losses in the last interval before the join show on
   the next records instead. Windows older than the kept history (LOST_HISTORY_S) start at the oldest
   sample; the first sample is taken when the joiner starts.
-- The connection is a snapshot as of the join: counters, state and close time as the table had them,
-  the SYN annotated by authwire.join.fingerprint, the Community ID as the table computed it.
+- The connection: the facts the store already keeps for it (`known(uid)`: those of its first join, or of its
+  close), else a snapshot built now (counters, state and close time as the kernel has them, the SYN annotated
+  by authwire.join.fingerprint, the Community ID as the table computed it). Selection reads only uid, SYN
+  and close times (ConnectionTable.candidate_times), so a record on a known keep-alive connection costs no
+  Connection message and no kernel map read.
 
 Counters: ("join", <status name>) per join; ("join.wait", "started" / "found" / "timed_out") for reports
 that had to wait; ("join.gateway_conn_mismatch", "") candidates skipped by the gateway-connection-id rule;
@@ -52,7 +55,7 @@ import asyncio
 import bisect
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from authwire.addresses import normalize_ip
 from authwire.counters import Counters
@@ -67,6 +70,7 @@ MS_SLACK_NS = 1_000_000
 
 Key = tuple[str, int, str, int]
 JoinResult = tuple[connection_pb2.Connection | None, record_pb2.Join]
+Candidate = tuple[str, int, int, bool, object]  # ConnectionTable.candidate_times(): uid, SYN ns, close ns, ...
 
 
 def canonical_ip(text: str) -> str:
@@ -135,6 +139,8 @@ class Joiner:
         self._waiters: dict[Key, list[asyncio.Event]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lost = _LostHistory(table.events_lost) if table is not None else None
+        # uid -> the Connection facts already kept for it (the store's), or None: set by the pipeline.
+        self.known: Callable[[str], connection_pb2.Connection | None] = lambda uid: None
 
     # -- kernel side: woken from the table's poller thread ---------------------------------------------
 
@@ -160,33 +166,34 @@ class Joiner:
 
     # -- selection -------------------------------------------------------------------------------------
 
-    def _select(self, key: Key, start_ns: int, gateway: tuple[str, int] | None) -> connection_pb2.Connection | None:
+    def _select(self, key: Key, start_ns: int, gateway: tuple[str, int] | None) -> Candidate | None:
         # Gateways on nginx report start times truncated to the millisecond (ngx.req.start_time()), which
         # can put the start of a connection's first request up to 1 ms BEFORE its SYN. For such times a
         # connection whose SYN falls in (start, start + 1 ms] is accepted, but only when no connection
         # matches exactly; precise (sub-ms) times get no slack at all.
         slack = MS_SLACK_NS if start_ns % 1_000_000 == 0 else 0
         fallback = None
-        for conn in self.table.candidates(*key):
-            if conn.HasField("syn_time") and not conn.mid_stream and _ns(conn.syn_time) > start_ns:
+        for cand in self.table.candidate_times(*key):
+            uid, syn_ns, close_ns, mid_stream, _ = cand
+            if syn_ns and not mid_stream and syn_ns > start_ns:
                 # Opened after the request started: a later connection on this tuple.
-                if fallback is None and _ns(conn.syn_time) <= start_ns + slack and self._same_gateway(conn, gateway):
-                    fallback = conn
+                if fallback is None and syn_ns <= start_ns + slack and self._same_gateway(uid, gateway):
+                    fallback = cand
                 continue
-            if conn.HasField("close_time") and _ns(conn.close_time) < start_ns:
+            if close_ns and close_ns < start_ns:
                 # Closed before the request started. Candidates are newest first, so every older one
                 # closed even earlier: none of them can be this request's connection.
                 break
-            if not self._same_gateway(conn, gateway):
+            if not self._same_gateway(uid, gateway):
                 continue
-            return conn
+            return cand
         return fallback
 
-    def _same_gateway(self, conn: connection_pb2.Connection, gateway: tuple[str, int] | None) -> bool:
-        """False when reports from another gateway connection were already joined to conn."""
+    def _same_gateway(self, uid: str, gateway: tuple[str, int] | None) -> bool:
+        """False when reports from another gateway connection were already joined to connection uid."""
         if gateway is None:
             return True
-        tracked = self._tracked.get(conn.uid)
+        tracked = self._tracked.get(uid)
         if tracked is None or tracked.gateway is None or tracked.gateway == gateway:
             return True
         self.counters.inc("join.gateway_conn_mismatch")
@@ -225,31 +232,36 @@ class Joiner:
         gateway = (event.gateway.node, event.gateway_connection_id) if event.gateway_connection_id else None
         return key, _ns(event.start_time), gateway
 
-    def _result(self, event: auth_event_pb2.AuthEvent, conn: connection_pb2.Connection | None, start_ns: int,
+    def _result(self, event: auth_event_pb2.AuthEvent, cand: Candidate | None, start_ns: int,
                 gateway: tuple[str, int] | None, waited: float) -> JoinResult:
         join = record_pb2.Join(behind_proxy=bool(event.forwarded_for))
         if waited > 0.0005:
             join.waited.FromNanoseconds(int(waited * 1e9))
         now_ns = time.time_ns()
-        if conn is None:
+        if cand is None:
             join.status = record_pb2.JOIN_STATUS_NO_CONNECTION
             join.kernel_events_lost = self._lost.lost_since(start_ns - int(LOST_LOOKBACK_S * 1e9), now_ns)
             self.counters.inc("join", "NO_CONNECTION")
             return None, join
-        snapshot = conn  # candidates() builds fresh messages on every call: ours to fill in, no copy needed
-        if snapshot.syn.ip_version and not snapshot.syn.signature:
-            fingerprint.annotate(snapshot.syn)
-        syn_ns = _ns(snapshot.syn_time) if snapshot.HasField("syn_time") and not snapshot.mid_stream else 0
+        uid, syn_ns, _, mid_stream, handle = cand
+        # The facts the store keeps for a connection are those of its first join (then its close): build
+        # the Connection (kernel map read, message) only for a connection the store does not know yet.
+        snapshot = self.known(uid)
+        if snapshot is None:
+            snapshot = self.table.connection(handle)
+            if snapshot.syn.ip_version and not snapshot.syn.signature:
+                fingerprint.annotate(snapshot.syn)
+        syn_ns = syn_ns if not mid_stream else 0
         if syn_ns:
             join.connection_age.FromNanoseconds(max(start_ns - syn_ns, 0))
         join.status = record_pb2.JOIN_STATUS_EXACT
-        join.kernel_request_index = self._count_report(snapshot.uid, gateway)
+        join.kernel_request_index = self._count_report(uid, gateway)
         join.kernel_events_lost = self._lost.lost_since(syn_ns or start_ns, now_ns)
         self.counters.inc("join", "EXACT")
         return snapshot, join
 
     async def _wait_for(self, key: Key, start_ns: int, gateway: tuple[str, int] | None,
-                        deadline: float) -> connection_pb2.Connection | None:
+                        deadline: float) -> Candidate | None:
         waiter = asyncio.Event()
         self._waiters.setdefault(key, []).append(waiter)
         try:

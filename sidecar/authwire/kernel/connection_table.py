@@ -239,6 +239,32 @@ class ConnectionTable:
             flows = list(self._by_tuple.get(key, ()))
         return [self._to_proto(f, live=True) for f in flows]
 
+    def candidate_times(self, client_ip: str, client_port: int, server_ip: str,
+                        server_port: int) -> list[tuple[str, int, int, bool, _Flow]]:
+        """What the join selects by, for every connection on this exact 4-tuple, newest SYN first:
+        (uid, SYN wall-clock ns or 0, close wall-clock ns or 0, mid_stream, handle). Read from the table
+        alone: no Connection is built and the kernel map is not read (candidates() does both for every
+        candidate, ~10 us each); connection(handle) builds the full facts of the one the join picks."""
+        try:
+            key = (addresses.normalize_ip(client_ip), int(client_port), addresses.normalize_ip(server_ip),
+                   int(server_port))
+        except ValueError:
+            return []
+        with self._lock:
+            self._expire(time.monotonic())
+            flows = list(self._by_tuple.get(key, ()))
+        offset = self.clock_offset_ns
+        out = []
+        for f in flows:
+            k = f.snapshot
+            close = k.close_ns + offset if k.close_ns else (f.close_wall_ns if f.evicted else 0)
+            out.append((f.uid, k.syn_ns + offset if k.syn_ns else 0, close, bool(k.mid_stream), f))
+        return out
+
+    def connection(self, handle: _Flow) -> connection_pb2.Connection:
+        """The full facts (live counters from the kernel map) of a candidate_times() handle."""
+        return self._to_proto(handle, live=True)
+
     def all(self, include_closed: bool = False) -> list[connection_pb2.Connection]:
         """Every tracked connection (open ones, plus closed ones still in the grace period if asked)."""
         with self._lock:

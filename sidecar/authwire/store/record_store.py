@@ -491,6 +491,11 @@ class Store:
 
     # -- writing (the pipeline's store thread only) -----------------------------------------------------
 
+    def facts_of(self, uid: str) -> connection_pb2.Connection | None:
+        """Any thread: the facts kept for this connection (first join, or close), if recently stored."""
+        kept = self._facts.get(uid)
+        return kept[0] if kept is not None else None
+
     def knows(self, uid: str) -> bool:
         """Any thread: are this connection's facts stored (recently enough to be updated at close)?"""
         return uid in self._facts
