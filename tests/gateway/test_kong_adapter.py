@@ -500,6 +500,33 @@ def test_queue_parameters_stay_those_of_the_queue(kong_home, nginx_available, sh
     assert stats["dropped_send_failed"] == 10 and stats["sent"] == 0
 
 
+def wait_drops_told(kong: Kong, sidecar: Sidecar, timeout: float = 30) -> tuple[dict, int]:
+    """Wait until nothing is pending and `authwire stats` holds exactly the plugin's drops; no counter may ever be
+    negative on the way. Drops made after the last report travel with the next one: while idle, a request to an
+    unauthenticated route is sent. Returns the plugin's stats and how many such requests were sent."""
+    ticks = 0
+
+    def told():
+        nonlocal ticks
+        s = kong.stats()
+        drops = gateway_drops(sidecar)
+        counts = [v for v in s.values() if isinstance(v, int)] + list(s["untold"].values())
+        assert min(drops.values()) >= 0 and min(counts) >= 0, (s, drops)
+        if s["pending"] == 0 and drops == {"queue_full": s["dropped_queue_full"],
+                                           "send_failed": s["dropped_send_failed"],
+                                           "encode_failed": s["encode_errors"]}:
+            return s
+        if s["pending"] == 0:
+            kong.get(f"/open/tick{ticks}")
+            ticks += 1
+        return None
+
+    try:
+        return wait_until(told, timeout, "every drop told once, nothing pending", interval=0.3), ticks
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: plugin {kong.stats()}, sidecar {gateway_drops(sidecar)}") from None
+
+
 def test_sidecar_outage_is_counted_and_reporting_resumes(kong_home, nginx_available, short_tmp):
     with Kong(short_tmp, queue={"max_entries": 8}) as kong:
         sidecar = None
@@ -525,20 +552,7 @@ def test_sidecar_outage_is_counted_and_reporting_resumes(kong_home, nginx_availa
                 raise AssertionError("no report arrived after the sidecar came back")
             assert kong.stats()["sent"] >= 1
 
-            # every drop the plugin counted reaches `authwire stats`, once
-            def told() -> bool:
-                s = kong.stats()
-                if s["pending"] == 0 and gateway_drops(sidecar) == {
-                        "queue_full": s["dropped_queue_full"], "send_failed": s["dropped_send_failed"],
-                        "encode_failed": s["encode_errors"]}:
-                    return True
-                kong.get("/open/tick")  # drops travel with the next report
-                return False
-
-            try:
-                wait_until(told, 30, "the plugin's drops in the sidecar's counters", interval=0.3)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}: plugin {kong.stats()}, sidecar {gateway_drops(sidecar)}") from None
+            wait_drops_told(kong, sidecar)  # every drop the plugin counted reaches `authwire stats`, once
         finally:
             if sidecar is not None:
                 sidecar.kill()
@@ -558,19 +572,7 @@ def test_concurrent_queues_count_every_drop_once(kong_home, nginx_available, sho
                 kong.get(f"/key/r{i}", {"apikey": API_KEY})
                 kong.get(f"/key2/r{i}", {"x-api-key": "kong-wrong-key-0207"})
 
-            def settled():
-                s = kong.stats()
-                drops = gateway_drops(sidecar)
-                counts = [v for v in s.values() if isinstance(v, int)] + list(s["untold"].values())
-                assert min(drops.values()) >= 0 and min(counts) >= 0, (s, drops)
-                return s["pending"] == 0 and drops == {
-                    "queue_full": s["dropped_queue_full"], "send_failed": s["dropped_send_failed"],
-                    "encode_failed": s["encode_errors"]} and s
-
-            try:
-                s = wait_until(settled, 30, "drops told once, nothing pending", interval=0.3)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}: plugin {kong.stats()}, sidecar {gateway_drops(sidecar)}") from None
+            s, _ = wait_drops_told(kong, sidecar)
             assert s["dropped_queue_full"] > 0
             assert s["queued"] == s["sent"] + s["dropped_send_failed"]
         finally:
@@ -743,7 +745,14 @@ def test_unlimited_concurrency_queue_counts_every_event(kong_home, nginx_availab
                 kong.get(f"/key/up{i}", {"apikey": API_KEY})
             wait_paths(sidecar, {f"/key/up{i}" for i in range(3)})
             up = wait_until(lambda: (s := kong.stats())["pending"] == 0 and s, 15, "nothing pending")
+            # a burst: one timer per event, their reports in flight together, each claiming untold drops
+            for i in range(40):
+                kong.get(f"/open/burst{i}")
+
+            burst, ticks = wait_drops_told(kong, sidecar, 20)
         finally:
             sidecar.kill()
     assert down["dropped_queue_full"] == 6 and down["dropped_send_failed"] == 4
     assert up["sent"] == 3 and up["queued"] == 7
+    assert burst["queued"] + burst["dropped_queue_full"] == 10 + 3 + 40 + ticks
+    assert burst["sent"] == burst["queued"] - 4
