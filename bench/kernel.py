@@ -19,6 +19,7 @@ Prints one line per figure:
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import struct
@@ -130,6 +131,65 @@ def hot_path_ns(program) -> int:
     return full, base
 
 
+_WAITERS: dict = {}
+
+
+def _join_like_listener(conn) -> None:
+    """What authwire.join.joiner registers: a no-op unless a report waits for this connection."""
+    if not _WAITERS:
+        return
+
+
+def _stage_profile(connections: int = 20_000) -> str:
+    """The poller's stages on synthetic events (opened, established, closed per connection) laid out as
+    in the ring buffer: decode (events.read_events), table (ConnectionTable.apply_records), listener
+    (the light Connection handed to the join's callback). Best of 3, process CPU."""
+    from authwire.kernel import events as ev
+    from authwire.kernel.connection_table import ConnectionTable
+
+    records = []
+    for i in range(connections):
+        key = ev.make_key("10.66.0.2", 1024 + i % 60000, "10.66.0.1", 8080)
+        for kind, state in ((ev.EV_OPENED, 1), (ev.EV_ESTABLISHED, 3), (ev.EV_CLOSED, 5)):
+            e = ev.AwEvent(type=kind, reason=ev.CLOSE_FIN if kind == ev.EV_CLOSED else 0)
+            e.key = key
+            e.flow.first_ns, e.flow.state, e.flow.ifindex = 1_000_000 + i, state, 3
+            e.flow.client_is_a = int(bytes(key.addr_a) == ev.ip_bytes("10.66.0.2"))
+            records.append(bytes(e))
+    memory = memoryview(b"".join(records))
+    n = len(records)
+    offsets, lengths = [i * ev.EVENT_SIZE for i in range(n)], [ev.EVENT_SIZE] * n
+
+    def decoded() -> list:
+        return [ev.read_events(memory, offsets[j:j + 256], lengths[j:j + 256])[0] for j in range(0, n, 256)]
+
+    def best(run, setup) -> float:
+        times = []
+        for _ in range(3):
+            state = setup()
+            t0 = time.process_time()
+            run(state)
+            times.append(time.process_time() - t0)
+        return min(times) / n * 1e6
+
+    def table(listener: bool):
+        t = ConnectionTable(30.0, live_lookup=lambda key: None)
+        if listener:
+            t.add_listener(_join_like_listener)
+        return t, decoded()
+
+    decode = best(lambda _: decoded(), lambda: None)
+    apply = best(lambda s: [s[0].apply_records(b) for b in s[1]], lambda: table(False))
+    with_listener = best(lambda s: [s[0].apply_records(b) for b in s[1]], lambda: table(True))
+    return (f"decode {decode:.2f}, table {apply:.2f}, listener {max(0.0, with_listener - apply):.2f} "
+            f"(synthetic: {connections} connections x 3 events, best of 3)")
+
+
+def _process_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, Topology(clients=1) as topo:
         conf = Path(tmp) / "nginx.conf"
@@ -143,6 +203,7 @@ def main() -> int:
             baseline = empty_program_ns(topo, previous)
             inspector = start_inspector(Config(iface=topo.server_ifaces, max_flows=65536), None,
                                         netns=topo.server_ns)
+            inspector.table.add_listener(_join_like_listener)
             program = inspector.program
 
             # 1. per-packet cost under keep-alive load
@@ -170,8 +231,11 @@ def main() -> int:
                   f"flow's data segment, no competing load: {full} ns minus {base} ns for an empty program; "
                   f"goal <= 100)")
 
-            # 2. connection churn: every event drained, none lost
+            # 2. connection churn: every event drained, none lost; the poller's CPU per event (this process
+            # runs nothing else meanwhile: wrk and nginx are other processes, the main thread sleeps)
             c0 = inspector.counters()
+            poller = time.pthread_getcpuclockid(inspector._thread.ident)
+            cpu0, pcpu0 = _process_cpu(), time.clock_gettime(poller)
             t0 = time.monotonic()
             wrk(topo, "-H", "Connection: close")
             deadline = time.monotonic() + 10
@@ -182,12 +246,18 @@ def main() -> int:
                     break
                 time.sleep(0.05)
             elapsed = time.monotonic() - t0
+            cpu, pcpu = _process_cpu() - cpu0, time.clock_gettime(poller) - pcpu0
             c1 = inspector.counters()
             opened = c1["flows_opened"] - c0["flows_opened"]
             events = c1["events_applied"] - c0["events_applied"]
             failed = c1["ringbuf_reserve_failed"] - c0["ringbuf_reserve_failed"]
             print(f"kernel_new_connections_per_s: {opened / min(elapsed, DURATION_S):.0f}/s drained, "
                   f"{events} events for {opened} connections, ringbuf_reserve_failed={failed} (goal 0)")
+            print(f"kernel_poller_us_per_event: {pcpu / max(1, events) * 1e6:.2f} (the poller thread's CPU "
+                  f"{pcpu:.2f} s / {events} ring-buffer events drained into the connection table, with a listener "
+                  f"like the join's; whole process {cpu / max(1, events) * 1e6:.2f} us/event; "
+                  f"{pcpu / max(1, opened) * 1e6:.1f} us per connection)")
+            print(f"kernel_poller_stages_us_per_event: {_stage_profile()}")
         finally:
             if inspector is not None:
                 inspector.stop()

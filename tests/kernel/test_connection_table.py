@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import time
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from authwire.kernel import events as ev
 from authwire.kernel.connection_table import ConnectionTable
 from authwire.v1 import connection_pb2
@@ -99,3 +102,43 @@ def test_lost_closed_event_is_recovered_from_the_kernel_map():
     assert table.all(include_closed=False) == []
     [conn] = table.all(include_closed=True)
     assert conn.state == ST.CONNECTION_STATE_CLOSED and conn.close_time.ToNanoseconds() == 9_000
+
+
+def test_listener_snapshot_is_the_light_connection_and_wanted_skips_it():
+    """The hand-encoded light snapshot parses to the same message the fields would build, both ways for a
+    mid-stream flow; a listener whose wanted() is False gets nothing."""
+    heard: list[connection_pb2.Connection] = []
+    skipped: list[connection_pb2.Connection] = []
+    table = ConnectionTable(30, clock_offset_ns=0, ifname=lambda index: "eth0")
+    table.add_listener(heard.append)
+    table.add_listener(skipped.append, wanted=lambda: False)
+    v6 = (("2001:db8::7", 40001), ("2001:db8::1", 443))
+    table.apply(event(ev.EV_OPENED, *v6, 1_000, state=ST.CONNECTION_STATE_SYN_SENT))
+    mid = event(ev.EV_OPENED, C, S, 2_000, state=ST.CONNECTION_STATE_ESTABLISHED)
+    mid.flow.mid_stream = 1
+    table.apply(mid)
+    [a, b, b_reversed] = heard
+    uid_a, uid_b = (c.uid for c in table.all())
+    assert a == connection_pb2.Connection(uid=uid_a, client={"ip": v6[0][0], "port": 40001},
+                                          server={"ip": v6[1][0], "port": 443}, interface="eth0",
+                                          state=ST.CONNECTION_STATE_SYN_SENT)
+    expected = dict(uid=uid_b, interface="eth0", mid_stream=True, state=ST.CONNECTION_STATE_ESTABLISHED)
+    assert b == connection_pb2.Connection(client={"ip": C[0], "port": C[1]}, server={"ip": S[0], "port": S[1]},
+                                          **expected)
+    assert b_reversed == connection_pb2.Connection(client={"ip": S[0], "port": S[1]},
+                                                   server={"ip": C[0], "port": C[1]}, **expected)
+    assert skipped == [] and table.listener_errors == 0
+
+
+@given(st.lists(st.binary(max_size=2 * ev.EVENT_SIZE), max_size=20))
+def test_read_events_never_raises_and_counts_short_records(chunks):
+    memory = memoryview(b"".join(chunks))
+    offsets, at = [], 0
+    for chunk in chunks:
+        offsets.append(at)
+        at += len(chunk)
+    records, bad = ev.read_events(memory, offsets, [len(c) for c in chunks])
+    assert bad == sum(1 for c in chunks if len(c) < ev.EVENT_SIZE)
+    assert len(records) + bad == len(chunks)
+    for record, chunk in zip(records, [c for c in chunks if len(c) >= ev.EVENT_SIZE], strict=True):
+        assert record[2] == chunk[8:48] and record[-1] == chunk[ev.FLOW_OFFSET:ev.FLOW_OFFSET + ev.FLOW_SIZE]

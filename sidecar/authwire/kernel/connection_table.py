@@ -10,6 +10,7 @@ the LRU map (counted, state EVICTED).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import secrets
@@ -17,7 +18,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -41,28 +41,96 @@ def _new_uid() -> str:
     return f"C{_RUN_PREFIX}{next(_uid_counter):x}"
 
 
-def community_id(ends: ev.FlowEndpoints) -> str:
+def community_id(ends: TupleKey) -> str:
     try:
-        return addresses.community_id(ends.client_ip, ends.client_port, ends.server_ip, ends.server_port)
+        return addresses.community_id(*ends)
     except Exception:  # never lose a flow over its Community ID
         return ""
 
 
-@dataclass
 class _Flow:
-    uid: str
-    key: bytes                 # the kernel's normalized key (bytes of AwKey)
-    first_ns: int              # with key, the kernel's identity of this flow
-    ends: ev.FlowEndpoints
-    snapshot: ev.AwFlow        # last state the kernel reported (event or live read)
-    interface: str
-    community_id: str = ""     # computed on first snapshot (costly; the poller's hot path skips it)
-    closed: bool = False
-    evicted: bool = False
-    closed_at: float = 0.0     # time.monotonic() when we learned it closed, for the grace period
-    close_wall_ns: int = 0     # wall clock close time for evicted flows (the kernel has none)
-    tuples: list[TupleKey] = field(default_factory=list)
-    handshake: connection_pb2.Connection | None = None  # cached once established: see flow_to_connection
+    """One connection. Its kernel snapshot is kept as the event's raw bytes and decoded into an AwFlow
+    only when a Connection is built from it: most events (opened, established) are never read."""
+
+    __slots__ = ("uid", "key", "first_ns", "ends", "_raw", "_snapshot", "interface", "mid_stream", "community_id",
+                 "closed", "evicted", "closed_at", "close_wall_ns", "tuples", "handshake", "light", "light_reverse")
+
+    def __init__(self, uid: str, key: bytes, first_ns: int, ends: TupleKey, raw: bytes,
+                 interface: str, mid_stream: bool) -> None:
+        self.uid = uid
+        self.mid_stream = mid_stream   # first seen without its SYN: direction guessed
+        self.key = key                 # the kernel's normalized key (bytes of AwKey)
+        self.first_ns = first_ns       # with key, the kernel's identity of this flow
+        self.ends = ends               # (client ip, client port, server ip, server port)
+        self._raw: bytes | None = raw  # last state the kernel reported (event), not decoded yet
+        self._snapshot: ev.AwFlow | None = None
+        self.interface = interface
+        self.community_id = ""         # computed when a full Connection is first built (costly)
+        self.closed = False
+        self.evicted = False
+        self.closed_at = 0.0           # time.monotonic() when we learned it closed, for the grace period
+        self.close_wall_ns = 0         # wall clock close time for evicted flows (the kernel has none)
+        self.tuples: list[TupleKey] = []
+        self.handshake: connection_pb2.Connection | None = None  # cached once established
+        self.light = b""               # serialized light Connection for listeners, without its state
+        self.light_reverse = b""       # the same with the endpoints swapped (mid-stream flows)
+
+    @property
+    def snapshot(self) -> ev.AwFlow:
+        if self._snapshot is None:
+            self._snapshot = ev.AwFlow.from_buffer_copy(self._raw)
+            self._raw = None
+        return self._snapshot
+
+    @snapshot.setter
+    def snapshot(self, value: ev.AwFlow) -> None:
+        self._snapshot = value
+        self._raw = None
+
+    def set_raw(self, raw: bytes) -> None:
+        self._raw = raw
+        self._snapshot = None
+
+
+# Connection.state (field 13, varint) as serialized bytes, appended to a flow's light template: parsing
+# template + state with the C protobuf runtime costs a fifth of building the message field by field.
+_STATE_FIELD = {state: bytes([13 << 3, state]) for state in range(128)}
+_EVICTED = connection_pb2.CONNECTION_STATE_EVICTED
+_CLOSED, _BY_EVICTION = ev.EV_CLOSED, ev.CLOSE_EVICTED
+_from_string = connection_pb2.Connection.FromString
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _len_field(tag: bytes, data: bytes) -> bytes:
+    return tag + _varint(len(data)) + data
+
+
+@functools.lru_cache(maxsize=65_536)
+def _endpoint_bytes(ip: str, port: int) -> bytes:
+    """auth_event.proto Endpoint {ip = 1; port = 2} in wire format."""
+    return _len_field(b"\x0a", ip.encode()) + (b"\x10" + _varint(port) if port else b"")
+
+
+def _light_template(flow: _Flow, reverse: bool = False) -> bytes:
+    """The light Connection of a flow (uid 1, client 3, server 4, mid_stream 15, interface 17) in wire
+    format, encoded by hand: once per flow on the poller's hot path, where building the message field
+    by field and serializing it cost more than the rest of the event (tests check it parses back)."""
+    client_ip, client_port, server_ip, server_port = flow.ends
+    client = _endpoint_bytes(client_ip, client_port)
+    server = _endpoint_bytes(server_ip, server_port)
+    if reverse:
+        client, server = server, client
+    return b"".join((_len_field(b"\x0a", flow.uid.encode()), _len_field(b"\x1a", client),
+                     _len_field(b"\x22", server), b"\x78\x01" if flow.mid_stream else b"",
+                     _len_field(b"\x8a\x01", flow.interface.encode()) if flow.interface else b""))
 
 
 class ConnectionTable:
@@ -90,80 +158,105 @@ class ConnectionTable:
         self._current: dict[bytes, _Flow] = {}            # newest generation per kernel key
         self._by_tuple: dict[TupleKey, list[_Flow]] = {}  # newest SYN first
         self._closed: deque[_Flow] = deque()             # in close order, for grace-period expiry
-        self._listeners: list[Listener] = []
+        self._listeners: tuple[tuple[Listener, Callable[[], bool] | None], ...] = ()
         self.evictions_swept = 0      # open flows found gone from the kernel map (not seen by the kernel)
         self.listener_errors = 0
         self.events_applied = 0
 
     # -- feeding (poller thread) ---------------------------------------------------------------------
 
-    def add_listener(self, callback: Listener) -> None:
+    def add_listener(self, callback: Listener, wanted: Callable[[], bool] | None = None) -> None:
         """callback(Connection) runs on the poller thread for every opened/established/closed event.
 
-        The Connection is a light snapshot (uid, client, server, state, mid_stream, syn/close times) to keep
-        the poller fast; call candidates() for the full facts."""
+        The Connection is a light snapshot (uid, client, server, state, mid_stream, interface) to keep the
+        poller fast; call candidates() for the full facts. wanted(): checked once per batch of events, after
+        the table has them; when it says False no snapshot is built for this callback (e.g. the join: only
+        while a report waits — one that starts waiting later finds the events in the table already)."""
         with self._lock:
-            self._listeners.append(callback)
+            # replaced, never mutated: the poller reads it without a copy
+            self._listeners = (*self._listeners, (callback, wanted))
 
     def apply(self, event: ev.AwEvent) -> None:
-        """Fold one ring-buffer event into the table and tell the listeners. The table keeps (does not copy)
-        the event's flow struct: pass an event you own (events.decode_event makes one)."""
-        key = bytes(event.key)
+        """Fold one decoded event into the table (tests and callers holding an AwEvent)."""
+        self.apply_records([ev.event_record(event)])
+
+    def apply_records(self, records: list[ev.EventRecord]) -> None:
+        """Fold a batch of ring-buffer events (events.read_events) into the table under one lock, then
+        tell the listeners about each, outside the lock."""
         now = time.monotonic()
-        notify: list[_Flow] = []
+        notify: list[tuple[_Flow, int]] = []
+        current, by_id = self._current, self._by_id
         with self._lock:
-            self.events_applied += 1
+            self.events_applied += len(records)
             self._expire(now)
-            if event.type == ev.EV_CLOSED and event.reason == ev.CLOSE_EVICTED:
-                flow = self._current.get(key)
-                if flow is not None and not flow.closed:
-                    self._mark_evicted(flow, now, count=False)   # the kernel already counted it
-                    notify.append(flow)
-            else:
-                flow = self._by_id.get((key, event.flow.first_ns))
+            for etype, reason, key, client_is_a, state, mid_stream, ifindex, first_ns, raw in records:
+                if etype == _CLOSED and reason == _BY_EVICTION:
+                    flow = current.get(key)
+                    if flow is not None and not flow.closed:
+                        self._mark_evicted(flow, now, count=False)   # the kernel already counted it
+                        notify.append((flow, _EVICTED))
+                    continue
+                flow = by_id.get((key, first_ns))
                 if flow is None:
-                    flow = self._insert(key, event.flow)
-                else:
-                    flow.snapshot = event.flow
-                if event.type == ev.EV_CLOSED and not flow.closed:
+                    flow = self._insert(key, first_ns, client_is_a, mid_stream, ifindex, raw)
+                else:   # flow.set_raw(raw), inlined
+                    flow._raw = raw
+                    flow._snapshot = None
+                if etype == _CLOSED and not flow.closed:
                     flow.closed = True
                     flow.closed_at = now
                     self._closed.append(flow)
-                notify.append(flow)
-            listeners = list(self._listeners)
-            snapshots = []
-            if listeners:
-                for f in notify:
-                    snapshots.append(_light(f))
-                    if f.snapshot.mid_stream:   # direction only guessed: wake waiters of either orientation
-                        snapshots.append(_light(f, reverse=True))
-        for snap in snapshots:
-            for callback in listeners:
-                try:
-                    callback(snap)
-                except Exception:  # a listener's bug must not stop the poller
-                    self.listener_errors += 1
-                    log.exception("connection listener failed")
+                notify.append((flow, _EVICTED if flow.evicted else state))
+            registered = self._listeners
+        listeners = [cb for cb, wanted in registered if wanted is None or self._wanted(wanted)]
+        if not listeners:
+            return
+        for flow, state in notify:
+            if not flow.light:
+                flow.light = _light_template(flow)
+                if flow.mid_stream:   # direction only guessed: wake waiters of either orientation
+                    flow.light_reverse = _light_template(flow, reverse=True)
+            tail = _STATE_FIELD.get(state, b"")
+            snaps = [_from_string(flow.light + tail)]
+            if flow.light_reverse:
+                snaps.append(_from_string(flow.light_reverse + tail))
+            for snap in snaps:
+                for callback in listeners:
+                    try:
+                        callback(snap)
+                    except Exception:  # a listener's bug must not stop the poller
+                        self.listener_errors += 1
+                        log.exception("connection listener failed")
 
-    def _insert(self, key: bytes, kflow: ev.AwFlow) -> _Flow:
-        akey = ev.AwKey.from_buffer_copy(key)
-        ends = ev.endpoints(akey, kflow)
-        flow = _Flow(uid=_new_uid(), key=key, first_ns=kflow.first_ns, ends=ends,
-                     snapshot=kflow, interface=self._ifname(kflow.ifindex))
+    def _wanted(self, wanted: Callable[[], bool]) -> bool:
+        try:
+            return bool(wanted())
+        except Exception:   # a broken predicate: tell the listener rather than lose events for it
+            self.listener_errors += 1
+            log.exception("connection listener's wanted() failed")
+            return True
+
+    def _insert(self, key: bytes, first_ns: int, client_is_a: int, mid_stream: int, ifindex: int,
+                raw: bytes) -> _Flow:
+        ends = ev.endpoints_from_key(key, client_is_a)
+        flow = _Flow(_new_uid(), key, first_ns, ends, raw, self._ifname(ifindex), bool(mid_stream))
         older = self._current.get(key)
-        if older is not None and not older.closed and older.first_ns < kflow.first_ns:
+        if older is not None and not older.closed and older.first_ns < first_ns:
             # The kernel replaced the entry without a close: the old one was evicted.
             self._mark_evicted(older, time.monotonic(), count=True)
         self._current[key] = flow
-        self._by_id[(key, flow.first_ns)] = flow
-        tuples = [(ends.client_ip, ends.client_port, ends.server_ip, ends.server_port)]
-        if kflow.mid_stream:   # direction guessed: findable both ways
-            tuples.append((ends.server_ip, ends.server_port, ends.client_ip, ends.client_port))
+        self._by_id[(key, first_ns)] = flow
+        tuples = [ends]
+        if mid_stream:   # direction guessed: findable both ways
+            tuples.append((ends[2], ends[3], ends[0], ends[1]))
         flow.tuples = tuples
         for t in tuples:
-            lst = self._by_tuple.setdefault(t, [])
-            lst.insert(0, flow)
-            lst.sort(key=lambda f: f.first_ns, reverse=True)
+            lst = self._by_tuple.get(t)
+            if lst is None:
+                self._by_tuple[t] = [flow]
+            else:
+                lst.insert(0, flow)
+                lst.sort(key=lambda f: f.first_ns, reverse=True)
         return flow
 
     def _mark_evicted(self, flow: _Flow, now: float, count: bool) -> None:
@@ -313,21 +406,6 @@ class ConnectionTable:
         return flow_to_connection(flow, k, self)
 
 
-def _light(flow: _Flow, reverse: bool = False) -> connection_pb2.Connection:
-    k = flow.snapshot
-    client = auth_event_pb2.Endpoint(ip=flow.ends.client_ip, port=flow.ends.client_port)
-    server = auth_event_pb2.Endpoint(ip=flow.ends.server_ip, port=flow.ends.server_port)
-    if reverse:
-        client, server = server, client
-    conn = connection_pb2.Connection(
-        uid=flow.uid,
-        client=client,
-        server=server,
-        state=connection_pb2.CONNECTION_STATE_EVICTED if flow.evicted else k.state,
-        mid_stream=bool(k.mid_stream), interface=flow.interface)
-    return conn
-
-
 def _dir(d: ev.AwDir) -> connection_pb2.DirectionCounters:
     return connection_pb2.DirectionCounters(
         packets=d.packets, bytes=d.bytes, retransmits=d.retransmits, zero_windows=d.zero_windows,
@@ -341,8 +419,8 @@ def _handshake_part(flow: _Flow, k: ev.AwFlow, table: ConnectionTable) -> connec
     conn = connection_pb2.Connection(
         uid=flow.uid,
         community_id=flow.community_id,
-        client=auth_event_pb2.Endpoint(ip=flow.ends.client_ip, port=flow.ends.client_port),
-        server=auth_event_pb2.Endpoint(ip=flow.ends.server_ip, port=flow.ends.server_port),
+        client=auth_event_pb2.Endpoint(ip=flow.ends[0], port=flow.ends[1]),
+        server=auth_event_pb2.Endpoint(ip=flow.ends[2], port=flow.ends[3]),
         mid_stream=bool(k.mid_stream),
         interface=flow.interface,
     )

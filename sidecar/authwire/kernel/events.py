@@ -10,7 +10,8 @@ import ctypes as ct
 import functools
 import ipaddress
 import socket
-from dataclasses import dataclass
+import struct
+from typing import NamedTuple
 
 AW_MAX_OPTIONS = 40
 AW_HISTORY_LEN = 24
@@ -175,8 +176,7 @@ def _port_net(port: int) -> int:
     return int.from_bytes(port.to_bytes(2, "big"), "little")
 
 
-@dataclass(frozen=True)
-class FlowEndpoints:
+class FlowEndpoints(NamedTuple):   # a NamedTuple: built once per flow on the poller's hot path
     client_ip: str
     client_port: int
     server_ip: str
@@ -184,10 +184,20 @@ class FlowEndpoints:
 
 
 def endpoints(key: AwKey, flow: AwFlow) -> FlowEndpoints:
-    a = (ip_text(bytes(key.addr_a)), _port(key.port_a))
-    b = (ip_text(bytes(key.addr_b)), _port(key.port_b))
-    client, server = (a, b) if flow.client_is_a else (b, a)
-    return FlowEndpoints(client[0], client[1], server[0], server[1])
+    return FlowEndpoints(*endpoints_from_key(bytes(key), flow.client_is_a))
+
+
+_KEY = struct.Struct("!16s16sHH")   # aw_key: two addresses, then the ports in network byte order
+
+
+def endpoints_from_key(key: bytes, client_is_a: int) -> tuple[str, int, str, int]:
+    """(client ip, client port, server ip, server port) from the kernel key's bytes: addresses at 0 and
+    16, ports (network byte order) at 32 and 34. A plain tuple: building a NamedTuple costs more than the
+    rest of this on the poller's hot path."""
+    a, b, a_port, b_port = _KEY.unpack_from(key)
+    if client_is_a:
+        return ip_text(a), a_port, ip_text(b), b_port
+    return ip_text(b), b_port, ip_text(a), a_port
 
 
 def make_key(ip1: str, port1: int, ip2: str, port2: int) -> AwKey:
@@ -224,6 +234,42 @@ def copy_flow(flow: AwFlow) -> AwFlow:
     out = AwFlow()
     ct.memmove(ct.byref(out), ct.byref(flow), ct.sizeof(AwFlow))
     return out
+
+
+EVENT_SIZE = ct.sizeof(AwEvent)
+FLOW_OFFSET = AwEvent.flow.offset
+FLOW_SIZE = ct.sizeof(AwFlow)
+# The fields the connection table needs per event, read in one unpack from the ring buffer's memory:
+# type, reason, key, flow.client_is_a, flow.state, flow.mid_stream, flow.ifindex, flow.first_ns.
+_HEAD = struct.Struct("<II40sBBxB8xIQ")
+assert (AwEvent.key.offset, FLOW_OFFSET + AwFlow.state.offset, FLOW_OFFSET + AwFlow.mid_stream.offset,
+        FLOW_OFFSET + AwFlow.ifindex.offset, FLOW_OFFSET + AwFlow.first_ns.offset, _HEAD.size) == \
+    (8, 49, 51, 60, 64, 72), "inspector.h layout changed: update _HEAD"
+
+# (type, reason, key bytes, client_is_a, state, mid_stream, ifindex, first_ns, flow bytes)
+EventRecord = tuple[int, int, bytes, int, int, int, int, int, bytes]
+
+
+def read_events(memory: memoryview, offsets: list[int], lengths: list[int]) -> tuple[list[EventRecord], int]:
+    """Decode ring-buffer records in place: (records, how many were too short to be an aw_event).
+    The flow is copied out as bytes (the ring's memory is reused) and turned into an AwFlow only when a
+    Connection is built from it."""
+    unpack = _HEAD.unpack_from
+    out = []
+    bad = 0
+    for offset, length in zip(offsets, lengths, strict=True):
+        if length < EVENT_SIZE:
+            bad += 1
+            continue
+        start = offset + FLOW_OFFSET
+        out.append((*unpack(memory, offset), bytes(memory[start:start + FLOW_SIZE])))
+    return out, bad
+
+
+def event_record(event: AwEvent) -> EventRecord:
+    """The same record from an AwEvent (tests, and anything that already holds one)."""
+    raw = bytes(event)
+    return (*_HEAD.unpack_from(raw, 0), raw[FLOW_OFFSET:FLOW_OFFSET + FLOW_SIZE])
 
 
 def decode_event(data: int, size: int) -> AwEvent:
