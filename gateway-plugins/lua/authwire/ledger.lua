@@ -24,7 +24,7 @@ local DROP_KIND = { dropped_pending_full = "queue_full", dropped_queue_full = "q
 function _M.new(full, warn)
   return setmetatable({
     counters = { queued = 0, sent = 0, rejected = 0, [full] = 0, dropped_send_failed = 0, send_errors = 0,
-                 encode_errors = 0 },
+                 encode_errors = 0, batches = 0 }, -- batches: encoded (once each; retries re-send the bytes)
     full = full,
     pending = 0, -- events handed to the gateway's queue and not yet sent or given up (all lanes)
     lanes = {},

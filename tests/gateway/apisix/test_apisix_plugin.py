@@ -440,3 +440,19 @@ def test_compose_apisix_config_runs_in_real_apisix(apisix_available, sidecar, tm
         assert auth.outcome == outcome and auth.plugin == path.split("/")[1] + "-auth", (path, auth)
         if outcome == OK:
             assert auth.consumer == "alice"
+
+
+def test_a_batch_is_encoded_once_however_often_it_is_retried(apisix_available, tmp_dir):
+    """Retries re-send the batch's bytes (before: the whole batch was re-encoded per attempt, ≈ +70 µs of
+    worker CPU per request during an outage)."""
+    routes = {"routes": [{"id": "retry", "uri": "/retry/*", "plugins": {"authwire": {
+        "sidecar": f"unix:{tmp_dir}/nobody-listens.sock", "batch_max_size": 5, "max_retry_count": 2,
+        "retry_delay": 0}}, "upstream": upstream("{upstream}")}]}
+    gw = apisix_runtime.start_apisix(routes, config=readme_config.config(), plugins=["authwire"], control=True)
+    try:
+        for i in range(10):
+            nginx_process.http_request(gw.port, f"/retry/{i}")
+        s = wait_until(lambda: (lambda s: s if s["pending"] == 0 else None)(stats(gw)), 15, "batches given up")
+    finally:
+        gw.stop()
+    assert (s["batches"], s["send_errors"], s["dropped_send_failed"]) == (2, 6, 10)

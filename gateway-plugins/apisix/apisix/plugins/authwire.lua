@@ -317,6 +317,7 @@ local function attempt(conf, lane, entries)
   if not b then
     b = { n = #entries, tries = 0 }
     batches[entries] = b
+    ledger:count("batches", 1)
     local encoded = protobuf.encode_each(entries, to_bytes, encode_failed)
     b.bad = b.n - #encoded
     b.framed = protobuf.frame_events(encoded)
