@@ -12,10 +12,8 @@ req/s ratio (with / without) >= 0.9 x tcp-logger's.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "gateway"), str(ROOT /
 import apisix_runtime  # noqa: E402
 import nginx_process  # noqa: E402
 from discard_sink import DiscardSink  # noqa: E402
+from plugin_overhead import cpu_seconds, run_wrk  # noqa: E402
 
 from support import start_sidecar  # noqa: E402
 
@@ -46,11 +45,6 @@ UPSTREAM_AND_HTTP_SINK = """
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def worker_pid(prefix: Path) -> int:
     master = int((prefix / "logs" / "nginx.pid").read_text())
     for proc in Path("/proc").iterdir():
@@ -68,17 +62,9 @@ def worker_pid(prefix: Path) -> int:
 def wrk(port: int, path: str, pids: dict[str, int]) -> tuple[float, dict[str, float]]:
     """(requests/s, {process: CPU µs per request}) for one bounded wrk run."""
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
-    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "-H", f"apikey: {API_KEY}",
-                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
-                         timeout=SECONDS + 30).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not match:
-        raise SystemExit(f"apisix_overhead: wrk printed no Requests/sec:\n{out}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise SystemExit(f"apisix_overhead: {errors.group(1)} failed requests on {path}")
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    return float(match.group(1)), {k: (cpu_seconds(p) - cpu0[k]) * 1e6 / requests for k, p in pids.items()}
+    rps, requests = run_wrk(f"http://127.0.0.1:{port}{path}", SECONDS, "apisix_overhead", CONNECTIONS,
+                            (f"apikey: {API_KEY}",))
+    return rps, {k: (cpu_seconds(p) - cpu0[k]) * 1e6 / requests for k, p in pids.items()}
 
 
 def routes(upstream: str, sidecar: str, tcp_port: int) -> dict:
@@ -114,8 +100,7 @@ def main() -> None:
         pids = {"worker": worker_pid(gw.prefix), "sidecar": sidecar.process.pid}
         variants = ("none", "authwire", "tcp-logger", "http-logger")
         for name in variants:  # warm up: LuaJIT traces, keep-alive pools, batch processors
-            subprocess.run(["wrk", "-t1", "-c8", "-d1s", "-H", f"apikey: {API_KEY}",
-                            f"http://127.0.0.1:{gw.port}/{name}/w"], capture_output=True, timeout=30)
+            run_wrk(f"http://127.0.0.1:{gw.port}/{name}/w", 1, "apisix_overhead", 8, (f"apikey: {API_KEY}",))
         runs: dict[str, list] = {k: [] for k in variants}
         for _ in range(ROUNDS):
             for name in variants:

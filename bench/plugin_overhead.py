@@ -104,20 +104,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_wrk(url: str, seconds: int, who: str, connections: int = CONNECTIONS,
+            headers: tuple[str, ...] = (f"apikey: {API_KEY}",)) -> tuple[float, int]:
+    """(requests/s, requests) of one bounded wrk run; exits naming `who` when a request failed."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    for header in headers:
+        argv += ["-H", header]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not match:
+        raise SystemExit(f"{who}: wrk printed no Requests/sec:\n{out}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{who}: {errors.group(1)} failed requests on {url}")
+    return float(match.group(1)), int(re.search(r"(\d+) requests in", out).group(1))
+
+
 def wrk(port: int, pid: int, seconds: int = SECONDS) -> tuple[float, float]:
     """(requests/s, nginx CPU µs per request) for one bounded wrk run."""
     cpu0 = cpu_seconds(pid)
-    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-H", f"apikey: {API_KEY}",
-                          f"http://127.0.0.1:{port}/key/bench"], capture_output=True, text=True,
-                         timeout=seconds + 30).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not match:
-        raise SystemExit(f"plugin_overhead: wrk printed no Requests/sec:\n{out}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise SystemExit(f"plugin_overhead: {errors.group(1)} failed requests on port {port}")
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    return float(match.group(1)), (cpu_seconds(pid) - cpu0) * 1e6 / requests
+    rps, requests = run_wrk(f"http://127.0.0.1:{port}/key/bench", seconds, "plugin_overhead")
+    return rps, (cpu_seconds(pid) - cpu0) * 1e6 / requests
 
 
 # A stand-in sidecar that answers every Report with an empty ReportResponse and grpc-status 0, in its own
