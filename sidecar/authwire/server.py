@@ -209,7 +209,9 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
         # Stages add their routes here (export: /metrics; query: the JSON API and the web view).
         from authwire.export import metrics
         metrics.register(http, counters, store, inspector, inspector_status, pipeline,
-                         gauges=[exporter.gauges] if exporter is not None else [])
+                         gauges=[metrics.gauge("authwire_alert_store_alerts", "Alerts in the alert store",
+                                               alert_store.count),
+                                 *([exporter.gauges] if exporter is not None else [])])
         from authwire.query import http_api
         http_api.register(http, store, counters, inspector=inspector, inspector_status=inspector_status,
                           alerts=alert_store, stats=lambda: query_service.Stats(query_pb2.StatsRequest(), None))

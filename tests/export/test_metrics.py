@@ -122,6 +122,7 @@ def test_metrics_carry_no_record_data_and_healthz_reports_store_and_inspector(tm
         assert got[("authwire_ingest_accepted_records_total", (("source", "grpc"),))] == 2
         assert got[("authwire_joins_total", (("status", "INSPECTOR_OFF"),))] == 2
         assert got[("authwire_store_records", ())] == 2
+        assert got[("authwire_alert_store_alerts", ())] == 0
         assert got[("authwire_inspector_up", (("status", "disabled by --no-inspector"),))] == 0
         assert got[("authwire_ingest_ack_seconds_count", ())] == 1
         assert got[("authwire_auth_records_total", (("method", "jwt"), ("outcome", "success"), ("reason", "")))] == 1

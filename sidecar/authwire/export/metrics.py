@@ -215,6 +215,13 @@ class AuthwireCollector(Collector):
                                 value=self.store.size_bytes())
 
 
+def gauge(name: str, help_text: str, read: Callable[[], float]) -> Callable[[], Iterator[Metric]]:
+    """A gauge read at scrape time, for `gauges=` (e.g. the alert store's size)."""
+    def collect() -> Iterator[Metric]:
+        yield GaugeMetricFamily(name, help_text, value=read())
+    return collect
+
+
 def _fallback(name: str, label: str) -> CounterSpec:
     return CounterSpec(metric_name(name), "kind" if label else "", f"authwire counter {name}")
 
