@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 
 import grpc
@@ -42,12 +43,26 @@ def raw_call(sidecar, method: str, body: bytes):
     return sidecar.channel().unary_unary(method, request_serializer=None, response_deserializer=None)(body, timeout=10)
 
 
+def sidecar_cpu_seconds(sidecar) -> float:
+    fields = open(f"/proc/{sidecar.process.pid}/stat").read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def test_item1_a_huge_token_shaped_field_is_refused_without_stalling_the_listener(sidecar):
     bad = auth_event("stall-1", consumer="eyJ" * 40000)
-    response = sidecar.ingest().Report(ingest_pb2.ReportRequest(events=[bad, auth_event("stall-2")]), timeout=10)
+    spent = sidecar_cpu_seconds(sidecar)
+    response = sidecar.ingest().Report(ingest_pb2.ReportRequest(events=[bad, auth_event("stall-2")]), timeout=30)
+    spent = sidecar_cpu_seconds(sidecar) - spent
     assert response.accepted == 1 and [r.field for r in response.rejections] == ["auth.consumer"]
     assert "more than the 256 allowed" in response.rejections[0].reason
     assert stored(sidecar, "stall-2") and not stored(sidecar, "stall-1")
+    # the same size of harmless text, for the budget: the token shape must cost no more than it (the old
+    # quadratic scanner spent 9 s of CPU on this event, with every listener and SIGTERM waiting)
+    plain = sidecar_cpu_seconds(sidecar)
+    sidecar.ingest().Report(ingest_pb2.ReportRequest(events=[auth_event("stall-3", consumer="a" * 120000),
+                                                             auth_event("stall-4")]), timeout=30)
+    plain = sidecar_cpu_seconds(sidecar) - plain
+    assert spent < 10 * plain + 0.5, f"{spent:.2f}s of sidecar CPU for the token-shaped field, {plain:.2f}s plain"
 
 
 def test_item2_a_poison_timestamp_costs_only_its_event_and_everything_is_counted(sidecar):
@@ -235,3 +250,15 @@ def test_item12_query_table_escapes_terminal_control_and_json_stays_exact(sideca
     assert not any(line.startswith("FAKE LINE") for line in table.splitlines())
     lines = sidecar.cli("query", "--limit", "5", "--format", "json").stdout.splitlines()
     assert evil in [json.loads(line)["event"]["request_id"] for line in lines]
+
+
+def test_item8_a_report_beyond_the_message_limit_is_refused_by_grpc_and_the_sidecar_serves_on(sidecar):
+    big = auth_event("huge")
+    big.auth.message = "m" * 1000
+    request = ingest_pb2.ReportRequest(events=[big] * 5000)  # ~5.5 MiB > the 4 MiB default
+    assert request.ByteSize() > 4 * 1024 * 1024
+    with pytest.raises(grpc.RpcError) as err:
+        sidecar.ingest().Report(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert sidecar.ingest().Report(ingest_pb2.ReportRequest(events=[auth_event("after-huge")]),
+                                   timeout=10).accepted == 1
