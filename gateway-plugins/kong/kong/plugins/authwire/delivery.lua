@@ -2,14 +2,14 @@
 --   Queue.get_plugin_params(plugin_name, config) -> the instance's queue_conf (config.queue, named by the
 --     plugin id: one queue per plugin instance); Queue.enqueue(queue_conf, handler, handler_conf, value).
 --   A queue keeps the parameters AND the handler function of the enqueue call that created it
---     (queue.lua get_or_create_queue: 3.9.3 :205-257, 3.4.2 :116-166); later calls only replace handler_conf.
+--     (queue.lua get_or_create_queue: 3.9.3 :205-259, 3.4.2 :116-168); later calls only replace handler_conf.
 --     It lives until it is empty, then the next enqueue creates a new one with the config of that moment.
 --     3.9's concurrency_limit = -1 keeps no queue: every entry gets its own, and its own timer (:516-528).
 --   The handler's failure is retried until now() - (time of the first attempt) > max_retry_time, then the
---     batch is dropped with only a log line (3.9 :339-373, 3.4 :260-291); 3.4 calls the handler without
---     pcall (an error kills the queue's timer and the queue with it).
+--     batch is dropped with only a log line (3.9 handle :319-356, 3.4 process_once :260-291); 3.4 calls the
+--     handler without pcall (an error kills the queue's timer and the queue with it).
 --   Full queues drop their OLDEST entry with one log line; with max_bytes set, non-string entries log an
---     error on every enqueue (3.9 :531-609, 3.4 :383-431).
+--     error on every enqueue (3.9 enqueue :511-595, 3.4 :377-431).
 -- So this module bounds each queue itself (max_entries, max_bytes) BEFORE Kong's queue would drop anything,
 -- counts every drop, gives each queue a handler bound to the parameters that queue was created with (a
 -- config change never makes the plugin apply another queue's max_retry_time or max_entries), makes the

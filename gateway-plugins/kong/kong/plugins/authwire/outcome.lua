@@ -5,7 +5,7 @@
 -- Kong records no "which plugin authenticated" field:
 --   success: the credential's shape (key-auth {key}, basic-auth {username, password hash, consumer}, jwt
 --            {key, algorithm}, hmac-auth {username, secret}, ldap-auth {username, password} WITHOUT a consumer:
---            ldap-auth/access.lua:138-148 authenticates a directory user, kong.client.authenticate(nil, cred));
+--            ldap-auth/access.lua:164-168 and :278 authenticate a directory user, set_consumer(nil, credential));
 --   failure: Kong >= 3.8 answers every 401 of these plugins with a WWW-Authenticate challenge naming the
 --            scheme (Key, Basic, Bearer, hmac, ldap); 3.4 sends it for some failures only, so the message and
 --            then the credentials the request carried decide.
@@ -21,7 +21,7 @@ local type, ipairs = type, ipairs
 
 local _M = {}
 
--- WWW-Authenticate scheme -> plugin (key-auth handler.lua:160 'Key', basic-auth access.lua:160 'Basic',
+-- WWW-Authenticate scheme -> plugin (key-auth handler.lua:114 'Key', basic-auth access.lua:160 'Basic',
 -- jwt handler.lua:160 'Bearer', hmac-auth access.lua:286 'hmac', ldap-auth access.lua:254 conf.header_type,
 -- "ldap" by default)
 local CHALLENGES = { key = "key-auth", basic = "basic-auth", bearer = "jwt", hmac = "hmac-auth", ldap = "ldap-auth" }
@@ -38,7 +38,7 @@ local MESSAGES = {
   ["HMAC signature does not match"] = { "bad_signature", "hmac-auth" },
   ["HMAC signature cannot be verified, a valid date or x-date header is required for HMAC Authentication"] =
     { "clock_skew", "hmac-auth" },
-  -- unknown user, or a malformed / unsupported Authorization (hmac-auth access.lua:316-327)
+  -- unknown user, or a malformed / unsupported Authorization (hmac-auth access.lua:316-327 at 3.9.3)
   ["HMAC signature cannot be verified"] = { nil, "hmac-auth" },
   -- every failure of basic-auth and ldap-auth on 3.9; a missing credential of jwt, hmac-auth; an unknown
   -- key of key-auth 3.9 (handler.lua:31)
@@ -76,7 +76,7 @@ local function scheme_plugin(value)
   return scheme and CHALLENGES[scheme:lower()] or nil
 end
 
--- jwt: the token where the jwt plugin looks (handler.lua:22-90: uri params, cookies, then Bearer headers);
+-- jwt: the token where the jwt plugin looks (handler.lua:28-97: uri params, cookies, then Bearer headers);
 -- nil unless exactly one
 local function jwt_token(conf)
   local found, n = nil, 0
@@ -126,7 +126,7 @@ local function key_present(conf)
   return false
 end
 
--- "scheme base64(user:password)" -> user (basic-auth access.lua:20-60 reads Proxy-Authorization first)
+-- "scheme base64(user:password)" -> user (basic-auth access.lua:31-77, :166-176: Proxy-Authorization first)
 local function basic_user(scheme)
   for _, name in ipairs({ "proxy-authorization", "authorization" }) do
     local v = header(name)
@@ -139,7 +139,7 @@ local function basic_user(scheme)
   end
 end
 
--- hmac username="...", algorithm, headers, signature (hmac-auth access.lua:92-116, Proxy-Authorization first)
+-- hmac username="...", algorithm, headers, signature (hmac-auth access.lua:95-126, Proxy-Authorization first)
 local function hmac_user()
   for _, name in ipairs({ "proxy-authorization", "authorization" }) do
     local v = header(name)
@@ -248,7 +248,7 @@ function _M.decide(conf, status, body)
     local plugin, id = of_credential(credential)
     local jwt
     if plugin == "jwt" then
-      -- set by the jwt plugin on success (handler.lua:143). An expired token is accepted unless
+      -- set by the jwt plugin on success (handler.lua:146). An expired token is accepted unless
       -- claims_to_verify lists exp: the claims (exp in the past) say so.
       jwt = jwt_claims.from_token(kong.ctx.shared.authenticated_jwt_token)
     end

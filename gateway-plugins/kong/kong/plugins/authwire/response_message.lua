@@ -8,7 +8,7 @@
 --     the message is inserted as is (no escaping);
 --   kong.response.exit(status, {message = m}) -> JSON {"message": m} (jwt); the jwt plugin's claim errors are a
 --     table of claim -> error (kong/plugins/jwt/handler.lua:233-240): {"exp":"token expired"};
---   gRPC requests (response.lua:646-651, 698-800): no body; kong.response.exit puts a table body's message in
+--   gRPC requests (response.lua:646-651 is_grpc_request, :653-800 send): no body; kong.response.exit puts a table body's message in
 --     grpc-message, kong.response.error sends only the status's generic gRPC message ("Unauthenticated").
 -- Everything here reads a bounded prefix of the body (the plugin keeps 1 KiB) and never raises.
 local cjson = require("cjson.safe")
