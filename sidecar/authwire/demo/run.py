@@ -324,6 +324,7 @@ class Demo:
 
     def print_alerts(self, alerts: list[record_pb2.Alert]) -> None:
         from authwire.detect import render as alert_render
+        from authwire.query.render import safe
 
         self.say(f"[7/7] {len(alerts)} alerts raised by the detections (one per key and window, updated while "
                  "it continues):\n")
@@ -331,7 +332,7 @@ class Demo:
                                                                "key"))
         for alert in alerts:
             self.say(f"\n  {alert.detection} ({short_enum(record_pb2.AlertSeverity, alert.severity)}): "
-                     f"{alert_render.printable(alert.summary)}")
+                     f"{safe(alert.summary)}")
         missing = [d for d in EXPECTED_DETECTIONS if d not in {a.detection for a in alerts}]
         if missing:
             self.say(f"\n  (not raised this run: {', '.join(missing)}; see {self.output / 'authwire-serve.log'})")

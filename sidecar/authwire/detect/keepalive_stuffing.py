@@ -55,7 +55,11 @@ class KeepaliveStuffing:
             if not event.gateway_connection_id:
                 return None
             key = f"{event.gateway.node}#{event.gateway_connection_id}"
-        conn = self._connections.get_or_make(key, lambda: _Connection(f, self._tally))
+        conn = self._connections.get(key)
+        if conn is None:
+            conn = self._connections.get_or_make(key, lambda: _Connection(f, self._tally))
+        else:
+            self._connections.touch(key)
         failures = conn.failures
         failures.expire(f.time - self.window)
         failures.add(f.time, f.client_ip, f.credential, f.event.request_id, key if f.conn is not None else "")

@@ -46,7 +46,12 @@ class Lru(Generic[V]):
         return value
 
     def get(self, key: Hashable) -> V | None:
+        """The state of key, without marking it used."""
         return self._items.get(key)
+
+    def touch(self, key: Hashable) -> None:
+        """Mark a present key most recently used."""
+        self._items.move_to_end(key)
 
     def pop(self, key: Hashable) -> None:
         self._items.pop(key, None)

@@ -1,26 +1,19 @@
-"""How the CLI prints alerts: table (control characters escaped), json (one Alert per line, proto3 JSON
-mapping with proto field names, like `authwire query`) or csv."""
+"""How the CLI prints alerts: table (control and bidi characters escaped by query.render.table), json (one
+Alert per line, proto3 JSON mapping with proto field names, like `authwire query`) or csv."""
 
 from __future__ import annotations
 
 import csv
 import json
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from authwire.query.render import _time, table
+from authwire.query.render import _time, safe, table
 from authwire.records import short_enum, to_dict
 from authwire.v1 import record_pb2
 
 COLUMNS = ("last", "severity", "detection", "key", "clients", "requests", "summary", "id")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """Control characters (terminal escapes, newlines) as \\xNN: alert text quotes client-sent values."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def alert_row(a: record_pb2.Alert) -> dict[str, str]:
@@ -53,10 +46,10 @@ def alerts(items: Iterable[record_pb2.Alert], fmt: str, out: TextIO = sys.stdout
             writer.writeheader()
         writer.writerows(alert_row(a) for a in items)
     else:
-        rows = [{k: printable(v) for k, v in alert_row(a).items()} for a in items]
+        rows = [alert_row(a) for a in items]
         if header:
             table(rows, columns, out)
         else:  # a follow-up line of `alerts -f`
             for row in rows:
-                out.write("  ".join(row[c] or "-" for c in columns) + "\n")
+                out.write("  ".join(safe(row[c]) or "-" for c in columns) + "\n")
     out.flush()

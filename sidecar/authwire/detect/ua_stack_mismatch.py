@@ -29,6 +29,7 @@ NAME = "ua_stack_mismatch"
 UA_CACHE = 4096
 CONTRADICTS = {"windows": frozenset({"linux", "network_device", "macos"}),
                "macos": frozenset({"linux", "network_device", "windows"})}
+_CHECKED_HINTS = frozenset({"linux", "network_device", "windows", "macos"})
 
 
 def claimed_os(user_agent: str) -> str:
@@ -72,8 +73,7 @@ class UaStackMismatch:
 
     def observe(self, f: RecordFields):
         hint = f.os_hint
-        if not f.signature or (hint != "linux" and hint != "network_device" and hint != "windows"
-                               and hint != "macos"):
+        if hint not in _CHECKED_HINTS or not f.signature:
             return None
         ua = f.event.http.user_agent
         claim = self._ua.get(ua)
