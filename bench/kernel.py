@@ -1,13 +1,15 @@
 """Kernel inspector cost: per-packet run time of the tc programs, and new connections/s drained losslessly.
 
-Topology (tests/netns.py): a server namespace running nginx (one worker, `return 200`), one client
+Topology (authwire.demo.lab): a server namespace running nginx (one worker, `return 200`), one client
 namespace running wrk, one veth between them; the inspector is attached to the server side of the veth.
 
 1. keep-alive load (wrk, 32 connections): per-packet cost from bpf_stats (run_time_ns / run_cnt of the
    ingress and egress programs, counted only while kernel.bpf_stats_enabled=1 — which itself adds ~20 ns
    per run here, so the figure is an upper bound). Goal: <= 100 ns per packet.
 2. connection churn (wrk with "Connection: close"): new connections per second, with every opened /
-   established / closed event drained by the poller and zero ring-buffer reserve failures.
+   established / closed event drained by the poller and zero ring-buffer reserve failures; the poller
+   thread's CPU per event (its CPU clock, pthread_getcpuclockid), and a per-stage profile of the poller on
+   synthetic events (decode, connection table, listener snapshot).
 
 Prints one line per figure:
   kernel_tc_ns_per_packet: <ns> (ingress <ns>, egress <ns>; <n> packets under keep-alive load; the same
@@ -15,6 +17,8 @@ Prints one line per figure:
   kernel_tc_ns_per_packet_hot: <ns> (same program, BPF_PROG_TEST_RUN loop on one flow, minus the loop's own
                                cost: no competing load)
   kernel_new_connections_per_s: <n>/s drained, <events> events, ringbuf_reserve_failed=<n> (goal 0)
+  kernel_poller_us_per_event: <us> (poller thread CPU / events; whole process; per connection)
+  kernel_poller_stages_us_per_event: decode <us>, table <us>, listener <us>
 """
 
 from __future__ import annotations
