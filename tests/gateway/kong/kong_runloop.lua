@@ -1,12 +1,12 @@
 -- Substitute for Kong's runloop (kong/init.lua at 3.9.3), which cannot run without Kong's router, plugins
 -- iterator and database: per request it does what Kong.access / Kong.header_filter / Kong.body_filter /
 -- Kong.log do for the plugins of the matched route, with the same ctx fields, in priority order:
---   - Kong.access (1180-1224): ctx.KONG_PHASE = access; the collecting iterator (360-428): delay_response,
---     each plugin's access() in a coroutine, a plugin error -> 500; then flush_delayed_response (493-505),
+--   - Kong.access (1180-1261): ctx.KONG_PHASE = access; the collecting iterator (360-430): delay_response,
+--     each plugin's access() in a coroutine, a plugin error -> 500; then flush_delayed_response (497-509),
 --     which sends the real kong.response.exit/error reply; no delayed response -> proxied (KONG_PROXIED).
 --   - setup_plugin_context / reset_plugin_context (263-280): kong.ctx.plugin namespace, namespaced log,
 --     ctx.plugin_id = conf.__plugin_id (set by kong/runloop/plugins_iterator.lua).
---   - Kong.body_filter (1653-1716) and Kong.log (1744-1870): the collected iterator (431-475) calls each
+--   - Kong.body_filter (1653-1741) and Kong.log (1744-1852): the collected iterator (433-478) calls each
 --     plugin's handler UNGUARDED: an error in one plugin's log() skips every later plugin and Kong's own
 --     after-log work. `after_log` below counts the requests whose log phase ran to the end.
 -- The router is a path-prefix match (Kong: kong/router/*, atc-router); the matched route's workspace is the

@@ -46,7 +46,7 @@ end
 -- Substitutes for Lua bindings of C code that does not exist here, required at load time by the PDK and
 -- used only by calls these tests never make; any call fails loudly:
 --   resty.kong.tls, resty.kong.grpc: lua-kong-nginx-module (Kong's patched nginx), required by
---     kong/runloop/upstream_ssl.lua:2, kong/pdk/client/tls.lua:10, kong/pdk/service.lua:201,296
+--     kong/runloop/upstream_ssl.lua:2, kong/pdk/client/tls.lua:10, kong/pdk/service.lua:201, kong/pdk/service/request.lua:296
 --     (upstream/client TLS, gRPC authority);
 --   resty.ada.search: lua-resty-ada (FFI to the ada URL library), kong/pdk/service/request.lua:26
 --     (service.request.clear_query_arg, used by hide_credentials).
@@ -89,7 +89,7 @@ kong.default_workspace = uuid()
 
 -- Substitute for kong.timer (kong/globalpatches.lua:88-107 makes it lua-resty-timer-ng, kong/init.lua:816-818
 -- installs it; timer-ng is not packaged anywhere these machines reach). The two calls kong.tools.queue makes,
--- named_at (queue.lua:243-252) and at (queue.lua:517-523), run the callback the same way, in an ngx timer.
+-- named_at (queue.lua:244-252) and at (queue.lua:518-523), run the callback the same way, in an ngx timer.
 kong.timer = {
   named_at = function(_, _name, delay, callback, ...)
     return ngx.timer.at(delay, callback, ...)
