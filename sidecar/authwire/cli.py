@@ -19,7 +19,7 @@ from authwire import access
 from authwire import config as config_mod
 from authwire.access import AccessError
 from authwire.query import filters, render
-from authwire.store.record_store import QueryError, Store
+from authwire.store.record_store import QueryError, Store, StoreFormatError
 from authwire.v1 import (
     auth_event_pb2,
     ingest_pb2,
@@ -313,7 +313,7 @@ def cmd_web(args: argparse.Namespace, out: TextIO) -> int:
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(web_serve.run(args.db, args.http_listen or ["127.0.0.1:0"], args.token_file, out))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StoreFormatError, ValueError) as exc:  # no store, an old one, a bad address
         raise CliError(str(exc)) from None
     return 0
 

@@ -540,7 +540,8 @@ def view_urls(http: Any) -> list[str]:
     urls = []
     for bound in http.bound:
         if isinstance(bound, tuple) and len(bound) >= 2:
-            host = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(str(bound[0]), str(bound[0]))  # any -> this host
+            host = f"[{host}]" if ":" in host else host
             urls.append(f"http://{host}:{bound[1]}/")
     return urls
 
