@@ -52,6 +52,7 @@ def test_alert_is_raised_queried_and_survives_kill_9(tmp_path):
         assert "keepalive_stuffing" in table and alert["id"] in table
         stats = json.loads(sidecar.cli("stats", "--format", "json").stdout)
         assert stats["store_alerts"] == "1"
+        assert "; 1 alerts" in sidecar.cli("stats").stdout.splitlines()[0]
         counters = {(c["name"], c.get("label", "")): int(c["value"]) for c in stats["counters"]}
         assert counters[("alerts.raised", "keepalive_stuffing")] == 1
         assert counters[("detect.records", "")] == 30

@@ -119,7 +119,8 @@ def stats(response: query_pb2.StatsResponse, fmt: str, out: TextIO = sys.stdout)
     if fmt == "json":
         out.write(json.dumps(to_dict(response), indent=2) + "\n")
         return
-    out.write(f"store: {response.store_records} records, {response.store_bytes} bytes\n")
+    out.write(f"store: {response.store_records} records, {response.store_bytes} bytes; "
+              f"{response.store_alerts} alerts\n")
     out.write(f"kernel inspector: {'running' if response.inspector_running else 'off'}"
               f"{'' if response.inspector_running else ' (' + response.inspector_status + ')'}\n")
     table([{"counter": c.name, "label": c.label, "value": str(c.value)} for c in response.counters],
