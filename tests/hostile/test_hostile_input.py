@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,7 +20,7 @@ from google.protobuf import struct_pb2
 
 from authwire.ingest.validate import REDACTED
 from authwire.v1 import ingest_pb2, query_pb2
-from support import auth_event, start_sidecar, wait_until
+from support import AUTHWIRE, auth_event, require, start_sidecar, wait_until
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2lnbmF0dXJlLXNlY3JldA"
 
@@ -262,3 +266,25 @@ def test_item8_a_report_beyond_the_message_limit_is_refused_by_grpc_and_the_side
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert sidecar.ingest().Report(ingest_pb2.ReportRequest(events=[auth_event("after-huge")]),
                                    timeout=10).accepted == 1
+
+
+def test_item12_query_db_in_a_directory_the_user_cannot_write_answers_without_a_traceback(tmp_path):
+    require(os.geteuid() == 0, "needs root to run the query as another user (nobody)")
+    # outside pytest's 0700 tmp tree, so that nobody can reach the store at all
+    store_dir = Path(tempfile.mkdtemp(prefix="aw-ro-"))
+    os.chmod(store_dir, 0o755)
+    sidecar = start_sidecar(store_dir)
+    sidecar.ingest().Report(ingest_pb2.ReportRequest(events=[auth_event("ro-1")]), timeout=10)
+    assert sidecar.stop() == 0
+    try:
+        for path in [*store_dir.rglob("*"), store_dir]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        result = subprocess.run([AUTHWIRE, "query", "--db", str(store_dir / "authwire.db")], capture_output=True,
+                                text=True, timeout=60, user=65534, group=65534, cwd="/")
+    finally:
+        shutil.rmtree(store_dir, ignore_errors=True)
+    assert "Traceback" not in result.stderr, result.stderr
+    # either it reads the store, or it says in one line why it cannot
+    assert (result.returncode == 0 and "ro-1" in result.stdout) or \
+        (result.returncode == 2 and result.stderr.startswith("authwire: --db") and "cannot read" in result.stderr), \
+        result
