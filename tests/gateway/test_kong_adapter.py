@@ -172,6 +172,15 @@ route("route-ldap", "/ldap/", {{{{"ldap-auth", {{ldap_host = "127.0.0.1", ldap_p
 route("route-open", "/open/", {{}})
 route("route-realip", "/realip/", {{{{"key-auth", {{}}}}}})
 
+-- fault injection for the log-phase guard test: a PDK call that raises on /open/fault*
+local get_forwarded_ip = kong.client.get_forwarded_ip
+kong.client.get_forwarded_ip = function(...)
+  if ngx.var.uri:find("^/open/fault") then
+    error("injected PDK failure")
+  end
+  return get_forwarded_ip(...)
+end
+
 local _M = {{}}
 function _M.reconfigure(patch)
   local conf = cjson.decode({json.dumps(json.dumps(authwire))})
@@ -458,6 +467,20 @@ def test_log_phase_never_breaks_later_plugins(kong_home, nginx_available, short_
         errors = [line for line in kong.server.error_lines() if "authwire" in line or "queue" in line]
     assert stats["after_log"] == 20 and stats["queued"] == 20 and stats["sent"] == 20
     assert errors == []
+
+
+def test_a_failure_inside_the_log_phase_is_counted_not_raised(kong_home, nginx_available, short_tmp, gw_sidecar):
+    """Item 10: whatever fails inside the plugin's log phase (here a PDK call), Kong's log phase goes on (later
+    plugins, after-log work) and the lost event is counted."""
+    with Kong(short_tmp) as kong:
+        for i in range(3):
+            assert kong.get(f"/open/fault{i}")[0] == 200
+        kong.get("/open/after-fault")
+        wait_paths(gw_sidecar, {"/open/after-fault"})
+        stats = kong.stats()
+        lines = kong.server.error_lines()
+    assert stats["after_log"] == 4 and stats["encode_errors"] == 3 and stats["queued"] == 1
+    assert not [line for line in lines if "log_by_lua" in line], lines
 
 
 def test_queue_max_bytes_queues_strings_without_an_error_per_request(kong_home, nginx_available, short_tmp,
