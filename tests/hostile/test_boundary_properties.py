@@ -7,10 +7,12 @@ multiple of 1,000 x a 1 KB one; a quadratic scanner costs ~1,000 x more than tha
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import Counter
 
+import pytest
 from envoy.config.core.v3 import address_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from google.protobuf import struct_pb2
@@ -22,8 +24,8 @@ from authwire.ingest.decode import DecodedReport, Malformed, SalvagedMessage, de
 from authwire.ingest.grpc_web import FrameError, data_frame, parse_frames
 from authwire.ingest.validate import REDACTED, validate, validate_batch
 from authwire.v1 import auth_event_pb2 as pb
-from authwire.v1 import ingest_pb2
-from support import auth_event
+from authwire.v1 import ingest_pb2, query_pb2
+from support import auth_event, start_sidecar
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -219,3 +221,48 @@ def test_scanner_and_validation_are_linear_a_1mb_field_within_a_budget_set_by_a_
         event.auth.consumer = big
         spent = _cpu(lambda event=event: validate(event, 0, time.time()))
         assert spent < 20 * budget + 0.05, f"{unit!r}: validating a 1 MB consumer took {spent:.3f}s"
+
+
+@pytest.fixture(scope="module")
+def live_sidecar(tmp_path_factory):
+    s = start_sidecar(tmp_path_factory.mktemp("prop-live"))
+    try:
+        yield s
+    finally:
+        s.kill()
+
+
+_example = itertools.count()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.lists(events(), min_size=1, max_size=4), st.binary(max_size=64))
+def test_through_a_real_sidecar_every_event_is_stored_or_rejected_and_counted(live_sidecar, hostile, junk):
+    n = next(_example)
+    batch = []
+    for i, e in enumerate(hostile):
+        e.request_id = f"p{n}-bad-{i}" if len(e.request_id) <= 100 else e.request_id
+        batch += [auth_event(f"p{n}-good-{i}"), e]
+    # a raw junk event in the middle: bytes that may not even parse
+    body = ingest_pb2.ReportRequest(events=batch).SerializeToString() + b"\x0a" + _varint(len(junk)) + junk
+    before = _counters(live_sidecar)
+    response = ingest_pb2.ReportResponse.FromString(live_sidecar.channel().unary_unary(
+        "/authwire.v1.Ingest/Report", request_serializer=None, response_deserializer=None)(body, timeout=30))
+    after = _counters(live_sidecar)
+    total = len(batch) + 1
+    rejected = {r.index for r in response.rejections}
+    assert response.accepted + len(rejected) == total
+    assert not {i for i in rejected if i < len(batch) and i % 2 == 0}, "a good neighbour was rejected"
+    stored = {r.event.request_id for r in live_sidecar.query().Query(query_pb2.QueryRequest(
+        filters=query_pb2.Filters(), limit=1000), timeout=10).records}
+    assert {f"p{n}-good-{i}" for i in range(len(hostile))} <= stored
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    received = delta.get(("ingest.received", "grpc"), 0) + delta.get(("ingest.malformed", "grpc"), 0)
+    assert received == total
+    assert delta.get(("ingest.accepted", "grpc"), 0) == response.accepted
+    assert delta.get(("ingest.rejected_events", "grpc"), 0) == len(rejected)
+
+
+def _counters(sidecar) -> dict[tuple[str, str], int]:
+    return {(c.name, c.label): c.value for c in sidecar.query().Stats(query_pb2.StatsRequest(), timeout=10).counters}
