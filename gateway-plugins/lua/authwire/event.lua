@@ -10,6 +10,10 @@ local reasons = require("authwire.reasons")
 local tonumber, type, floor, byte = tonumber, type, math.floor, string.byte
 
 local ngx = ngx
+local ok_new, new_table = pcall(require, "table.new")
+if not ok_new then
+  new_table = function() return {} end
+end
 
 local _M = {}
 
@@ -60,6 +64,28 @@ end
 
 local unpacked = {} -- reused: filled and read within one from_captured() call, which never yields
 
+-- the packed fields that are numbers: parsed in place, without a substring each
+local NUMERIC = {}
+for i, f in ipairs(_M.PACKED_FIELDS) do
+  NUMERIC[i] = f:find("port", 1, true) ~= nil or f == "connection" or f == "connection_requests" or f == "status"
+    or f == "request_length" or f == "bytes_sent"
+end
+
+local function digits(s, i, j)
+  if j < i then
+    return nil
+  end
+  local n = 0
+  for k = i, j do
+    local b = byte(s, k)
+    if b < 48 or b > 57 then
+      return tonumber(s:sub(i, j)) -- not plain digits: whatever tonumber makes of it (nil when nothing)
+    end
+    n = n * 10 + b - 48
+  end
+  return n
+end
+
 local function unpack_vars(packed, c)
   local t = unpacked
   local pos = 1
@@ -68,7 +94,11 @@ local function unpack_vars(packed, c)
     if not bar then
       return nil
     end
-    t[_M.PACKED_FIELDS[i]] = bar > pos and packed:sub(pos, bar - 1) or nil
+    if NUMERIC[i] then
+      t[_M.PACKED_FIELDS[i]] = digits(packed, pos, bar - 1)
+    else
+      t[_M.PACKED_FIELDS[i]] = bar > pos and packed:sub(pos, bar - 1) or nil
+    end
     pos = bar + 1
   end
   t.uri = packed:sub(pos)
@@ -90,20 +120,21 @@ local CAPTURED = { "realip_remote_addr", "realip_remote_port", "remote_addr", "r
 function _M.capture_var(var, opts)
   local c
   local packed = opts.packed_var and var[opts.packed_var]
+  local ua = opts.include_user_agent ~= false and var.http_user_agent or nil
+  local start, now = opts.start_time or ngx.req.start_time(), opts.now or ngx.now()
   if packed then
-    c = { packed = packed, host = var.host }
+    -- one constructor with every key the adapters add (nil values still size the table): adding keys
+    -- one by one would resize it three times per request
+    c = { packed = packed, host = var.host, http_user_agent = ua, start_time = start, now = now,
+          auth = nil, node = nil, route_id = nil, service_id = nil }
   else
-    c = {}
+    c = new_table(0, #CAPTURED + 8)
     for i = 1, #CAPTURED do
       local name = CAPTURED[i]
       c[name] = var[name]
     end
+    c.http_user_agent, c.start_time, c.now = ua, start, now
   end
-  if opts.include_user_agent ~= false then
-    c.http_user_agent = var.http_user_agent
-  end
-  c.start_time = opts.start_time or ngx.req.start_time()
-  c.now = opts.now or ngx.now()
   return c
 end
 
