@@ -1,4 +1,5 @@
-"""The Grafana dashboard's PromQL, for tests: every expression, runnable outside Grafana."""
+"""What the docs ship for operators, for tests: the Grafana dashboard's PromQL (runnable outside Grafana) and the
+README's ClickHouse queries."""
 
 from __future__ import annotations
 
@@ -38,3 +39,10 @@ def exposed_names(text: str) -> set[str]:
         if kind == "histogram":
             names.update(name + s for s in _HISTOGRAM_SUFFIXES)
     return names
+
+
+def readme_sql() -> str:
+    """The ```sql blocks of the README's Operations section."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("<!-- section: operations"):readme.index("<!-- end section: operations")]
+    return "\n".join(re.findall(r"```sql\n(.*?)```", section, re.S))

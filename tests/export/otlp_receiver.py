@@ -36,6 +36,7 @@ class LogsReceiver(logs_service_pb2_grpc.LogsServiceServicer):
     port: int = 0
     credentials: grpc.ServerCredentials | None = None
     received: list[Received] = field(default_factory=list)
+    requests: list[logs_service_pb2.ExportLogsServiceRequest] = field(default_factory=list)
     calls: int = 0
     # (request, context) -> response, or abort the call: to play a collector that refuses or rejects
     respond: object = None
@@ -49,6 +50,7 @@ class LogsReceiver(logs_service_pb2_grpc.LogsServiceServicer):
         if self.respond is not None:
             return self.respond(request, context)
         with self._lock:
+            self.requests.append(request)
             for rl in request.resource_logs:
                 resource = attributes(rl.resource.attributes)
                 for sl in rl.scope_logs:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dashboard import OBSERVABILITY, ROOT, dashboard, exposed_names, expressions, metric_names
+from dashboard import OBSERVABILITY, ROOT, dashboard, exposed_names, expressions, metric_names, readme_sql
 
 from authwire import cli
 from authwire import config as config_mod
@@ -124,14 +124,8 @@ def test_collector_writes_logs_to_the_clickhouse_service():
     assert "contrib" in services["otel-collector"]["image"], "the clickhouse exporter is in the contrib build"
 
 
-def _readme_sql() -> str:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("<!-- section: operations"):readme.index("<!-- end section: operations")]
-    return "\n".join(re.findall(r"```sql\n(.*?)```", section, re.S))
-
-
 def test_readme_clickhouse_queries_use_attributes_the_exporter_sends():
-    sql = _readme_sql()
+    sql = readme_sql()
     collector = yaml.safe_load((OBSERVABILITY / "otel-collector.yaml").read_text())
     ch = collector["exporters"]["clickhouse"]
     table = f"{ch['database']}.{ch['logs_table_name']}"
