@@ -153,16 +153,15 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     alert_store = AlertStore(alerts_path(config.db))
     running.callback(alert_store.close)
     settings = detect_settings.from_config(config)
-    detector = None
-    if settings.enabled:
-        detector = DetectionEngine(settings, alert_store, counters,
-                                   alerts_jsonl_path(config.jsonl) if config.jsonl else None,
-                                   config.jsonl_max_bytes, config.jsonl_keep, inspector,
-                                   parse_duration(config.retention_age))
-        detector.start()
-        running.push_async_callback(detector.close)
+    # The engine runs with every detection off too: it keeps the alert store's retention.
+    detector = DetectionEngine(settings, alert_store, counters,
+                               alerts_jsonl_path(config.jsonl) if config.jsonl and settings.enabled else None,
+                               config.jsonl_max_bytes, config.jsonl_keep, inspector,
+                               parse_duration(config.retention_age))
+    detector.start()
+    running.push_async_callback(detector.close)
     pipeline = Pipeline(store, Joiner(table, config.join_wait, counters), counters, jsonl)
-    if detector is not None:
+    if settings.enabled:
         pipeline.subscribe(detector.submit, name="detect")
     if exporter is not None:
         exporter.subscribe(pipeline, detector)

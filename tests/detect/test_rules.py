@@ -278,3 +278,12 @@ def test_stack_stuffing_names_only_the_ips_that_mostly_fail(engine):
     [alert] = found.values()
     assert set(alert.clients) == {f"203.0.113.{i}" for i in range(12)}
     assert alert.evidence["failures"] == 24 and alert.evidence["stack_failures"] == 54
+
+
+def test_a_full_queue_drops_whole_batches_and_counts_them(engine):
+    e = engine(queue=1000)
+    batch = [record(1000.0 + i, uid="Cq", credential=f"u{i}") for i in range(600)]
+    e.submit(batch)
+    e.submit(batch)  # 1,200 > 1,000: refused, counted, nothing half-queued
+    assert e.counters.get("detect.dropped", "queue_full") == 600
+    assert e._queued == 600

@@ -102,3 +102,25 @@ def test_detections_off_keeps_the_alert_api(tmp_path):
         assert not any(c["name"] == "detect.records" for c in stats["counters"])
     finally:
         sidecar.stop()
+
+
+def test_sigterm_writes_the_alerts_of_the_last_batches(tmp_path):
+    sidecar = start_sidecar(tmp_path)
+    sidecar.ingest().Report(ingest_pb2.ReportRequest(events=keepalive_attack("term", 11)), timeout=10)
+    assert sidecar.stop() == 0  # at once: the detections finish the queued batch before exiting
+    offline = subprocess.run([AUTHWIRE, "alerts", "--db", str(sidecar.db), "--format", "json"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    assert [json.loads(line)["key"] for line in offline.splitlines()] == ["conn=gw-1#11"]
+
+
+def test_alert_retention_follows_the_records_age(tmp_path):
+    from authwire.store.alerts import AlertStore
+    from authwire.v1 import query_pb2, record_pb2
+
+    store = AlertStore(tmp_path / "a.alerts.db")
+    old, new = record_pb2.Alert(id="old", detection="x"), record_pb2.Alert(id="new", detection="x")
+    old.last_time.FromSeconds(int(time.time()) - 3 * 86400)
+    new.last_time.FromSeconds(int(time.time()))
+    store.upsert([old, new])
+    assert store.apply_retention(2 * 86400) == 1
+    assert [a.id for a in store.query(query_pb2.AlertFilters()).alerts] == ["new"]
