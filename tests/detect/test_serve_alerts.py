@@ -59,6 +59,8 @@ def test_alert_is_raised_queried_and_survives_kill_9(tmp_path):
         # the alerts JSONL file beside the records' one has it too
         lines = wait_until(lambda: (tmp_path / "records.alerts.jsonl").read_text().splitlines(), 5, "alerts JSONL")
         assert json.loads(lines[0])["id"] == alert["id"]
+        wait_until(lambda: any(c["name"] == "alerts.jsonl_written" for c in json.loads(
+            sidecar.cli("stats", "--format", "json").stdout)["counters"]), 5, "alerts.jsonl_written counted")
         db_alerts = tmp_path / "authwire.alerts.db"
         assert stat.S_IMODE(os.stat(db_alerts).st_mode) == 0o600
     finally:

@@ -19,8 +19,9 @@ inspector runs, the alert's source IPs go into the kernel block list (inspector.
 
 Counters (`authwire stats`): detect.records, detect.cpu_ns (the detectors' CPU), detect.dropped{reason},
 detect.forgotten{detection}, detect.rate_limited{detection}, alerts.raised{detection},
-alerts.updated{detection}, alerts.write_failed, alerts.jsonl_failed, alerts.subscriber_failed{name},
-detect.blocked{detection}, detect.block_refused{detection}, detect.block_skipped{reason}.
+alerts.updated{detection}, alerts.write_failed, alerts.jsonl_written, alerts.jsonl_failed,
+alerts.subscriber_failed{name}, detect.blocked{detection}, detect.block_refused{detection},
+detect.block_skipped{reason}.
 """
 
 from __future__ import annotations
@@ -296,6 +297,7 @@ class DetectionEngine:
         if self._jsonl is not None:
             try:
                 self._jsonl.write([json.dumps(to_dict(a), ensure_ascii=False) + "\n" for a in alerts])
+                self.counters.inc("alerts.jsonl_written", n=len(alerts))
             except OSError as exc:
                 self.counters.inc("alerts.jsonl_failed", type(exc).__name__, len(alerts))
 
