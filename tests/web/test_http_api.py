@@ -39,11 +39,12 @@ def test_records_newest_first_in_the_cli_json_mapping(web_server):
     ("os=windows", 4),
     ("syn_signature=4:255:1240:1024:-:M:-", 24),
     ("hop_distance=0", 24),
-    ("since=" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seed.NOW - 1520)), 4 + 14),
-    ("since=2h", 34),
+    ("since=" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seed.NOW - 1520)), 4 + 14 + 1),
+    ("since=2h", 35),
     ("until=40m", 6),
     ("request_id=alice-3", 1),
     ("join_status=exact", 34),
+    ("join_status=no_connection", 1),
     ("min_rtt=1ms&max_rtt=2ms", 34),
     ("retransmits_gt=0", 0),
 ])
@@ -138,7 +139,8 @@ def test_timeline_splits_failures(web_server):
     for bucket in body["buckets"]:
         for g in bucket["groups"]:
             total[g["values"][0]] = total.get(g["values"][0], 0) + int(g["count"])
-    assert total == {"4:255:1240:1024:-:M:-": 24, seed.records()[-1].connection.syn.signature: 1}
+    carol = next(r for r in seed.records() if r.event.request_id == "carol-0")
+    assert total == {"4:255:1240:1024:-:M:-": 24, carol.connection.syn.signature: 1}
 
 
 def test_stats_and_connections_without_an_inspector(web_server):
@@ -211,3 +213,22 @@ def test_connections_of_the_store_without_a_client(web_server):
     body = web_server.get("/v1/connections").json()
     uids = [c["uid"] for c in body["connections"]]
     assert len(uids) == len(set(uids)) == 24 + 2 + 1  # scanner, alice (two keep-alive connections), carol
+
+
+@pytest.mark.parametrize("fields", [("auth.outcome",), ("auth.outcome", "auth.reason"), ("route_id", "auth.outcome"),
+                                    ("credential_id", "auth.method", "auth.outcome"), ("consumer", "auth.outcome"),
+                                    ("syn.signature", "syn.os_hint", "syn.hop_distance")])
+def test_inspect_counts_in_hand_as_the_store_counts(web_server, fields):
+    """An address whose records all fit on its inspect page is counted from them (local_groups): the same
+    groups as the store's group_by, for every breakdown the page shows (with and without SYN facts)."""
+    from authwire.query import http_api
+    from authwire.store.record_store import Store
+    from authwire.v1 import query_pb2
+
+    store = Store(web_server.db, read_only=True)
+    for ip in (seed.SCANNER, "10.1.0.5", "2001:db8::7", "192.0.2.50"):
+        f = query_pb2.Filters(client_ip=ip)
+        records = store.query(f, 1000).records
+        local = {tuple(g.values): g.count for g in http_api.local_groups(records, fields)}
+        stored = {tuple(g.values): g.count for g in store.query(f, 1000, "", list(fields)).groups}
+        assert local == stored, (ip, fields)

@@ -60,6 +60,12 @@ def records() -> list[record_pb2.EnrichedRecord]:
                                                      else {}))
         e.http.status = 401 if i == 0 else 200
         out.append(_record(e, "Ccarol", WINDOWS))
+    e = auth_event("dave-0", client=("192.0.2.50", 43000), start=NOW - 600, consumer="dave", credential_id="")
+    e.route_id = ""
+    no_connection = record_pb2.EnrichedRecord(
+        event=e, join=record_pb2.Join(status=record_pb2.JOIN_STATUS_NO_CONNECTION))
+    no_connection.received_time.CopyFrom(e.start_time)
+    out.append(no_connection)  # the kernel saw no connection for it: no SYN facts
     return out
 
 
