@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authwire import config
 from tests.support import AUTHWIRE
@@ -41,3 +43,25 @@ def test_serve_refuses_a_bad_rule_in_the_toml_file(tmp_path):
     assert result.returncode == 2
     assert "stack_stuffing_min_failure_ratio" in result.stderr
     assert not (tmp_path / "a.db").exists()  # refused before anything started
+
+
+DETECTION_KEYS = [f.name for f in config.Config.fields()
+                  if f.name.startswith(("detect", "stack_stuffing", "credential_replay", "ua_stack", "keepalive"))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(DETECTION_KEYS), st.text(max_size=30) | st.sampled_from(["nan", "inf", "-1", "1e400", "0",
+                                                                             "stack_stuffing:nan", "1e9d"]))
+def test_any_value_of_a_rule_setting_loads_or_is_refused_naming_it(key, value):
+    try:
+        cfg = config.load(None, {f"AUTHWIRE_{key.upper()}": value})
+    except config.ConfigError as exc:
+        assert key in str(exc)
+    else:
+        from authwire.detect.settings import from_config
+
+        rules = from_config(cfg)  # what loaded is usable: finite, positive windows and TTLs
+        for name in ("stack_stuffing_window", "credential_replay_window", "credential_replay_concurrent",
+                     "ua_stack_mismatch_window", "keepalive_stuffing_window", "stack_stuffing_min_failure_ratio"):
+            assert 0 < getattr(rules, name) < 1e9, name
+        assert all(0 < ttl < 1e9 for ttl in rules.block.values())

@@ -13,6 +13,7 @@ from authwire.config import Config, ConfigError, parse_duration
 DETECTIONS = ("stack_stuffing", "credential_replay", "ua_stack_mismatch", "keepalive_stuffing")
 DEFAULT_BLOCK_TTL_S = 600.0
 MAX_KEYS_LIMIT = 1_000_000  # memory: each key holds at most a few kB
+MAX_WINDOW_S = 30 * 86400
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ def _duration(config: Config, name: str) -> float:
         value = parse_duration(str(getattr(config, name)))
     except ConfigError as exc:
         raise ConfigError(f"{name}: {exc}") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: must be longer than 0 (got {getattr(config, name)!r})")
+    if not 0 < value < MAX_WINDOW_S:  # also refuses nan and inf
+        raise ConfigError(f"{name}: must be longer than 0 and shorter than 30 days (got {getattr(config, name)!r})")
     return value
 
 
@@ -79,8 +80,8 @@ def from_config(config: Config) -> DetectSettings:
             seconds = parse_duration(ttl) if ttl.strip() else DEFAULT_BLOCK_TTL_S
         except ConfigError as exc:
             raise ConfigError(f"detect_block: {item!r}: {exc}") from None
-        if seconds <= 0:
-            raise ConfigError(f"detect_block: {item!r}: the TTL must be longer than 0")
+        if not 0 < seconds <= MAX_WINDOW_S:  # the kernel block list takes at most 30 days
+            raise ConfigError(f"detect_block: {item!r}: the TTL must be longer than 0 and at most 30 days")
         block[name] = seconds
     concurrent = _duration(config, "credential_replay_concurrent")
     replay_window = _duration(config, "credential_replay_window")
