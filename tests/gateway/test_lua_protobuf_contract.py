@@ -140,6 +140,14 @@ def test_encode_each_keeps_good_events_and_names_the_bad_one(encoded):
     assert [e.request_id for e in ingest_pb2.ReportRequest.FromString(bytes.fromhex(case["hex"])).events] == ["x", "y"]
 
 
+def test_encode_events_writes_a_batch_into_one_buffer(encoded):
+    case = encoded["encode_events"]
+    assert case["errors"] == ["auth.method: unknown enum value nope", "no such event"] and case["n"] == 2
+    req = ingest_pb2.ReportRequest.FromString(bytes.fromhex(case["hex"]))
+    assert [e.request_id for e in req.events] == ["x", "y"] and req.events[1].http.path == "p" * 300
+    assert req.drops.queue_full == 1
+
+
 def test_report_request_carries_the_reporters_drops(encoded):
     req = ingest_pb2.ReportRequest.FromString(bytes.fromhex(encoded["report_request_drops"]["hex"]))
     assert [e.request_id for e in req.events] == ["a"]

@@ -10,7 +10,6 @@
 -- pseudonymize_credentials, credential_hash_key, packed_var (see authwire.event.packed_map).
 local reporter = require("authwire.reporter")
 local event = require("authwire.event")
-local protobuf = require("authwire.protobuf")
 
 local ngx = ngx
 
@@ -23,8 +22,8 @@ function _M.body_filter()
   end
 end
 
--- Timer side: captured entry -> encoded AuthEvent.
-local function encoder(conf)
+-- Timer side: captured entry -> AuthEvent table (the reporter encodes the batch into one buffer).
+local function builder(conf)
   local opts = { gateway = conf.gateway or "other", node = conf.node, version = conf.version }
   local scratch -- one event table refilled per event: each is encoded before the next is built
   return function(c)
@@ -40,7 +39,7 @@ local function encoder(conf)
     else
       ev.auth = event.auth({ attempted = false })
     end
-    return protobuf.encode_auth_event(ev)
+    return ev
   end
 end
 
@@ -49,7 +48,7 @@ local reporters = setmetatable({}, { __mode = "k" }) -- conf table -> its report
 local function reporter_for(conf)
   local r = reporters[conf]
   if not r then
-    r = reporter.new(conf, encoder(conf))
+    r = reporter.new(conf, builder(conf))
     reporters[conf] = r
   end
   return r

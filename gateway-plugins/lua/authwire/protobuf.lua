@@ -305,11 +305,16 @@ local function len_end(at)
     buf[at] = len
     return
   end
-  local prefix_bytes = varint_small(len)
-  local extra = #prefix_bytes - 1
+  -- the varint written in place, no Lua string (this runs for every event of a batch: events are 128+)
+  local extra = len < 16384 and 1 or len < 2097152 and 2 or len < 268435456 and 3 or 4
   reserve(extra)
   C.memmove(buf + at + 1 + extra, buf + at + 1, len)
-  ffi.copy(buf + at, prefix_bytes, #prefix_bytes)
+  local n = len
+  for k = 0, extra - 1 do
+    buf[at + k] = n % 128 + 128
+    n = floor(n / 128)
+  end
+  buf[at + extra] = n
   pos = pos + extra
 end
 
@@ -403,6 +408,41 @@ local function encode_message(msg_name, t)
   pos = 0
   ENCODERS[msg_name](t)
   return ffi.string(buf, pos)
+end
+
+-- ReportRequest.events is field 1: each event is written into the one buffer behind its key and length,
+-- so a batch is one string (no per-event string, no second copy to frame it)
+local EVENTS_KEY = key(1, LEN)
+
+local function put_event(build, item)
+  local ev, err = build(item)
+  if type(ev) ~= "table" then
+    error(err or "no event", 0)
+  end
+  put_bytes(EVENTS_KEY)
+  local at = len_begin()
+  ENCODERS.AuthEvent(ev)
+  len_end(at)
+end
+
+--- The events part of a ReportRequest (what frame_events returns) built straight from the items:
+--- build(item) -> an AuthEvent table (or nil, err); it must not encode anything itself (one buffer). An item
+--- that fails to build or encode is reported to on_error(err) and left out.
+--- @return the bytes, and how many events they hold
+function _M.encode_events(items, build, on_error)
+  pos = 0
+  local n = 0
+  for i = 1, #items do
+    local start = pos
+    local ok, err = pcall(put_event, build, items[i])
+    if ok then
+      n = n + 1
+    else
+      pos = start
+      on_error(err)
+    end
+  end
+  return ffi.string(buf, pos), n
 end
 
 --- Encode one AuthEvent table (field names as in auth_event.proto). Errors name the bad field.

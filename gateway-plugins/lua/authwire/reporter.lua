@@ -43,9 +43,9 @@ local COUNTERS = { "pushed", "sent", "rejected", "dropped_queue_full", "dropped_
 local instances = {}
 
 --- A reporter for `conf` (one per worker per name; later calls return the same one).
--- @param encode optional function(entry) -> bytes | nil, err: queued entries are turned into encoded
+-- @param build optional function(entry) -> AuthEvent table | nil, err: queued entries are built and encoded
 --        AuthEvents in the sending timer, a batch at a time (without it, entries must already be bytes)
-function _M.new(conf, encode)
+function _M.new(conf, build)
   conf = conf or {}
   local name = conf.name or conf.sidecar or DEFAULTS.sidecar
   local self = instances[name]
@@ -66,7 +66,7 @@ function _M.new(conf, encode)
     failing = false, last_log = -1e9, suppressed = 0,
     stats_dict = c.stats_dict and ngx.shared[c.stats_dict] or nil,
     counters = {},
-    encode = encode,
+    build = build,
     unreported = drops.new(),
   }, mt)
   for _, k in ipairs(COUNTERS) do
@@ -125,7 +125,7 @@ local function schedule(self, delay)
   self.scheduled = true
 end
 
---- Queue one entry (an encoded AuthEvent, or what `encode` takes). Returns true, or false when it was
+--- Queue one entry (an encoded AuthEvent, or what `build` takes). Returns true, or false when it was
 -- dropped (queue full).
 function _M:push(encoded)
   local cap = self.conf.queue_max
@@ -157,11 +157,11 @@ local function take(self)
   return batch
 end
 
-local function send_with_retry(self, batch, exiting)
+-- framed: the batch's events, encoded once (a retry re-sends these bytes); n: how many
+local function send_with_retry(self, framed, n, exiting)
   local conf = self.conf
   local started = now()
   local attempt = 0
-  local framed = protobuf.frame_events(batch) -- once: a retry re-sends these bytes
   while true do
     local resp, err = client.report_batch(conf, framed, self.unreported)
     if resp then
@@ -170,7 +170,7 @@ local function send_with_retry(self, batch, exiting)
       if nrej > 0 then
         self:inc("rejected", nrej)
         local r = resp.rejections[1]
-        self:log_limited(WARN, "sidecar rejected ", nrej, " of ", #batch, " events; first: #", r.index,
+        self:log_limited(WARN, "sidecar rejected ", nrej, " of ", n, " events; first: #", r.index,
                          " ", r.field, ": ", r.reason)
       end
       if self.failing then
@@ -182,8 +182,8 @@ local function send_with_retry(self, batch, exiting)
     self:inc("send_errors", 1)
     self.failing = true
     if exiting or now() - started >= conf.max_retry_time then
-      self:inc("dropped_send_failed", #batch)
-      self:log_limited(ERR, "dropping ", #batch, " events after ", attempt + 1, " attempts: ", err)
+      self:inc("dropped_send_failed", n)
+      self:log_limited(ERR, "dropping ", n, " events after ", attempt + 1, " attempts: ", err)
       return false
     end
     self:log_limited(ERR, "sending to sidecar failed (will retry with backoff): ", err)
@@ -195,12 +195,13 @@ local function send_with_retry(self, batch, exiting)
   end
 end
 
+-- The batch's events as one ReportRequest.events string, and how many.
 local function encode_batch(self, batch)
-  local encode = self.encode
-  if not encode then
-    return batch
+  local build = self.build
+  if not build then
+    return protobuf.frame_events(batch), #batch -- already encoded
   end
-  return protobuf.encode_each(batch, encode, function(err)
+  return protobuf.encode_events(batch, build, function(err)
     self:inc("encode_errors", 1)
     self:log_limited(ERR, "cannot encode an event: ", err)
   end)
@@ -210,10 +211,10 @@ end
 -- Sending whatever trickled in during the previous send would mean one HTTP exchange per few events.
 local function drain(self, exiting)
   repeat
-    local batch = encode_batch(self, take(self))
-    if #batch > 0 then
+    local framed, n = encode_batch(self, take(self))
+    if n > 0 then
       self:inc("batches", 1)
-      send_with_retry(self, batch, exiting)
+      send_with_retry(self, framed, n, exiting)
     end
   until self:count() == 0 or (self:count() < self.conf.batch_max_size and not exiting)
 end

@@ -86,6 +86,16 @@ local each_errors = {}
 local each = pb.encode_each({ { request_id = "x" }, { auth = { method = "nope" } }, { request_id = "y" } },
   pb.encode_auth_event, function(err) each_errors[#each_errors + 1] = err end)
 print(cjson.encode({ name = "encode_each", hex = hex(pb.encode_report_request(each)), errors = each_errors }))
+-- encode_events: the same, straight into one buffer; an event that fails half-way (after its request id
+-- was written) is rolled back; a 300-byte path needs a two-byte length
+local events_errors = {}
+local long = string.rep("p", 300)
+local events, n_events = pb.encode_events({ { request_id = "x" }, { request_id = "half", auth = { method = "nope" } },
+                                            { request_id = "y", http = { path = long } }, false },
+  function(item) if item then return item end return nil, "no such event" end,
+  function(err) events_errors[#events_errors + 1] = err end)
+print(cjson.encode({ name = "encode_events", hex = hex(pb.encode_report_request(events, { queue_full = 1 })),
+                     n = n_events, errors = events_errors }))
 print(cjson.encode({ name = "report_request_drops",
                      hex = hex(pb.encode_report_request({ a }, { queue_full = 3, send_failed = 0,
                                                                  encode_failed = "18446744073709551615" })) }))

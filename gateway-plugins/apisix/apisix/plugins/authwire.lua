@@ -295,13 +295,13 @@ local VERSION = core.version and core.version.VERSION
 
 local scratch = { opts = { gateway = "apisix" } } -- refilled per event: each is encoded before the next
 
-local function to_bytes(c)
+local function build_event(c)
   local opts = scratch.opts
   opts.node, opts.version = c.node, VERSION
   local ev = event.from_captured(c, opts, scratch.ev)
   scratch.ev = ev
   ev.route_id, ev.service_id, ev.auth = c.route_id, c.service_id, c.auth
-  return protobuf.encode_auth_event(ev)
+  return ev
 end
 
 local function encode_failed(err)
@@ -318,9 +318,8 @@ local function attempt(conf, lane, entries)
     b = { n = #entries, tries = 0 }
     batches[entries] = b
     ledger:count("batches", 1)
-    local encoded = protobuf.encode_each(entries, to_bytes, encode_failed)
-    b.bad = b.n - #encoded
-    b.framed = protobuf.frame_events(encoded)
+    local framed, good = protobuf.encode_events(entries, build_event, encode_failed)
+    b.bad, b.framed = b.n - good, framed
   end
   b.tries = b.tries + 1
   local resp, err = client.report_batch(conf, b.framed, ledger.unreported)
