@@ -232,3 +232,18 @@ def test_inspect_counts_in_hand_as_the_store_counts(web_server, fields):
         local = {tuple(g.values): g.count for g in http_api.local_groups(records, fields)}
         stored = {tuple(g.values): g.count for g in store.query(f, 1000, "", list(fields)).groups}
         assert local == stored, (ip, fields)
+
+
+@pytest.mark.parametrize("path, parameter", [("/?colour=red", "colour"), ("/?client_ip=999.1.1.1", "client_ip"),
+                                             ("/inspect", "ip"), ("/inspect?ip=10.0.0.0/8", "ip"),
+                                             ("/?login=", "login")])
+def test_the_pages_check_their_parameters_too(web_server, path, parameter):
+    r = web_server.get(path)
+    assert r.status_code == 400 and [p["name"] for p in r.json()["invalid_params"]] == [parameter]
+
+
+def test_static_files(web_server):
+    r = web_server.get("/static/app.js", token=None)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/javascript")
+    assert web_server.get("/static/../token", token=None).status_code == 404
+    assert web_server.get("/static/nope.js", token=None).status_code == 404

@@ -153,6 +153,24 @@ OPERATIONS = [
 ]
 
 
+LOGIN = Param("login", "a one-time login value (from the link `authwire serve` / `authwire web` / `authwire web-url` "
+                       "print): exchanged for a session cookie, then a redirect to /",
+              {"type": "string", "minLength": 1, "maxLength": 200}, lambda text: _login_text(text))
+
+
+def _login_text(text: str) -> str:
+    if not 1 <= len(text) <= 200:
+        raise flt.FilterError("login", "empty" if not text else "longer than 200 characters")
+    return text
+# The web view's pages: parameters checked like the API's (the dashboard keeps its filters in the address bar).
+PAGES = [
+    Operation("/", "The web view: records, failures over time, top failing stacks/IPs/credentials, alerts",
+              "html", "records", (LOGIN,), handler="page"),
+    Operation("/inspect", "The web view of one client address", "html", params=(INSPECT_IP,), handler="page"),
+]
+STATIC = Operation("/static/{name}", "The web view's script, stylesheet and icon", "asset", handler="asset")
+
+
 class BadParams(Exception):
     def __init__(self, errors: list[flt.FilterError]) -> None:
         super().__init__("; ".join(str(e) for e in errors))
@@ -499,6 +517,11 @@ class WebView:
         self.files = {name: (_web_file(name), ctype) for name, ctype in WEB_FILES.items()}
 
     async def page(self, request: web.Request) -> web.StreamResponse:
+        op = next(op for op in PAGES if op.path == request.path)
+        try:
+            parse_params(request, op, time.time())
+        except BadParams as exc:
+            return _bad(exc.errors)
         login = request.query.get("login")
         if login is not None:
             session = self.sessions.redeem(login)

@@ -136,7 +136,7 @@ def _parameter(name: str, help: str, schema: dict[str, Any], where: str = "query
 
 
 def document() -> dict[str, Any]:
-    from authwire.query.http_api import OPERATIONS
+    from authwire.query.http_api import OPERATIONS, PAGES, STATIC, WEB_FILES
 
     schemas: dict[str, Any] = {}
     for message in (query_pb2.QueryResponse, record_pb2.EnrichedRecord, query_pb2.ConnectionsResponse,
@@ -160,6 +160,31 @@ def document() -> dict[str, Any]:
             responses[str(status)] = {"description": _ERRORS[status], "content": problem}
         paths[op.path] = {"get": {"operationId": op.handler, "summary": op.summary, "parameters": params,
                                   "responses": responses}}
+    for page in PAGES:
+        params = [_parameter(p.name, p.help, p.schema, required=p.required) for p in page.params]
+        if page.filters == "records":
+            params += [_parameter(s.name, s.help, s.schema) for s in flt.FILTERS]
+        responses = {
+            "200": {"description": "the page (it loads its data from /v1/*)",
+                    "content": {"text/html": {"schema": {"type": "string"}}}},
+            "400": {"description": _ERRORS[400], "content": problem},
+            "401": {"description": "no session: how to get a login link",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+        }
+        if any(p.name == "login" for p in page.params):
+            responses["303"] = {"description": "login accepted: a session cookie (HttpOnly, SameSite=Strict) and "
+                                               "a redirect to /",
+                                "headers": {"Location": {"schema": {"type": "string", "const": "/"}}}}
+        paths[page.path] = {"get": {"operationId": "page" + page.path.replace("/", "_"), "summary": page.summary,
+                                    "security": [], "parameters": params, "responses": responses}}
+    paths[STATIC.path] = {"get": {
+        "operationId": "asset", "summary": STATIC.summary, "security": [],
+        "parameters": [_parameter("name", "file name", {"type": "string", "enum": sorted(WEB_FILES)}, "path")],
+        "responses": {"200": {"description": "the file",
+                              "content": {ctype: {"schema": {"type": "string"}} for ctype in sorted(
+                                  set(WEB_FILES.values()))}},
+                      "404": {"description": "no such file", "content": problem}},
+    }}
     paths["/openapi.json"] = {"get": {
         "operationId": "openapi", "summary": "This document", "security": [],
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
