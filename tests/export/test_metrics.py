@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 
 import dashboard
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,7 +42,8 @@ def test_every_counter_is_exposed_with_prometheus_names():
     got = samples(text)
     for spec in COUNTERS.values():
         labels = tuple(sorted((name, f"x{i}") for i, name in enumerate(spec.labels)))
-        assert got[(f"authwire_{spec.metric}_total", labels)] == 3, spec
+        assert got[(f"authwire_{spec.metric}_total", labels)] == pytest.approx(3 * spec.scale), spec
+    assert got[("authwire_detect_cpu_seconds_total", ())] == pytest.approx(3e-9)  # counted in ns, base unit s
     assert got[("authwire_detect_something_new_total", (("kind", "bucket_a"),))] == 2
     assert got[("authwire_kernel_decode_errors_total", ())] == 1
     for family in text_string_to_metric_families(text):

@@ -32,6 +32,7 @@ class CounterSpec:
     metric: str   # without the authwire_ prefix and the _total suffix
     label: str    # the label name for the Counters label ("" = none; "a,b" = the label is "x/y": a=x, b=y)
     help: str
+    scale: float = 1.0  # to base units (detect.cpu_ns is counted in ns, exposed in seconds)
 
     @property
     def labels(self) -> list[str]:
@@ -52,8 +53,14 @@ COUNTERS: dict[str, CounterSpec] = {
                                    "Records received from gateways, by transport"),
     "ingest.accepted": CounterSpec("ingest_accepted_records", "source",
                                    "Records validated, joined and committed to the store, by transport"),
-    "ingest.rejected": CounterSpec("ingest_rejected_records", "field",
-                                   "Records refused by validation, by the first field at fault"),
+    "ingest.rejected_events": CounterSpec("ingest_rejected_records", "source",
+                                          "Records refused by validation, by transport"),
+    "ingest.rejected": CounterSpec("ingest_rejection_fields", "field",
+                                   "Validation problems by field (one refused record may have several)"),
+    "ingest.malformed": CounterSpec("ingest_malformed_records", "source",
+                                    "Records that could not be decoded at all, by transport"),
+    "ingest.redacted": CounterSpec("ingest_redacted_fields", "field",
+                                   "Fields blanked because they looked like a secret"),
     "gateway.dropped": CounterSpec("gateway_dropped_records", "kind",
                                    "Records the gateway plugins lost before sending (as they reported)"),
     "join": CounterSpec("joins", "status", "Records joined, by join status"),
@@ -66,6 +73,8 @@ COUNTERS: dict[str, CounterSpec] = {
                                         "Per-connection request indexes forgotten (bounded table full)"),
     "store.write_failed": CounterSpec("store_write_failed_records", "error",
                                       "Records whose store commit failed (not acknowledged), by error"),
+    "store.lost": CounterSpec("store_lost_records", "",
+                              "Records not stored (not acknowledged): the store file was removed or replaced"),
     "store.retention_deleted": CounterSpec("store_retention_deleted_records", "",
                                            "Records deleted by retention"),
     "store.retention_failed": CounterSpec("store_retention_failures", "", "Retention runs that failed"),
@@ -82,6 +91,18 @@ COUNTERS: dict[str, CounterSpec] = {
                                   "Envoy access-log entries lost after mapping, by reason"),
     "envoy_als.no_identifier": CounterSpec("envoy_als_streams_without_identifier", "",
                                            "Envoy access-log streams whose first message had no identifier"),
+    "envoy_als.malformed": CounterSpec("envoy_als_malformed", "kind",
+                                       "Envoy access-log messages or entries that could not be decoded"),
+    "detect.records": CounterSpec("detect_records", "", "Records the detections processed"),
+    "detect.dropped": CounterSpec("detect_dropped_records", "reason",
+                                  "Records the detections did not see (their queue was full), by reason"),
+    "detect.cpu_ns": CounterSpec("detect_cpu_seconds", "", "CPU time the detections used", scale=1e-9),
+    "alerts.raised": CounterSpec("alerts_raised", "detection", "Alerts raised, by detection"),
+    "alerts.updated": CounterSpec("alerts_updated", "detection", "Alert updates, by detection"),
+    "alerts.write_failed": CounterSpec("alerts_write_failed", "error", "Alert writes that failed, by error"),
+    "access.denied": CounterSpec("access_denied_requests", "listener",
+                                 "Requests refused for a missing or wrong token, by listener"),
+    "http.busy": CounterSpec("http_busy_requests", "handler", "HTTP API requests refused with 429, by handler"),
     "otlp.exported": CounterSpec("otlp_exported_records", "signal",
                                  "Records (and alerts) the OTLP receiver accepted"),
     "otlp.dropped": CounterSpec("otlp_dropped_records", "reason",
@@ -159,7 +180,7 @@ class AuthwireCollector(Collector):
             if family is None:
                 family = families[spec.metric] = CounterMetricFamily(
                     f"authwire_{spec.metric}", spec.help, labels=spec.labels or None)
-            family.add_metric(spec.values(label), value)
+            family.add_metric(spec.values(label), value * spec.scale if spec.scale != 1.0 else value)
         # Every known family, even before its first event: dashboards and alerts see a metric that exists
         # (no samples yet) rather than a name that might be misspelt.
         for spec in COUNTERS.values():
