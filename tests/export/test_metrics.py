@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.error
 import urllib.request
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import prometheus_missing, start_prometheus
 
 from authwire.counters import HISTOGRAM_BUCKETS, Counters
+from authwire.demo.lab import Topology, call_in_netns
 from authwire.export.metrics import COUNTERS, Metrics, StoreHealth
 from authwire.v1 import auth_event_pb2 as pb
 from authwire.v1 import ingest_pb2
@@ -166,3 +168,30 @@ def test_real_prometheus_scrapes_the_ingest_counter_at_the_value_sent(tmp_path):
         if prometheus is not None:
             prometheus.stop()
         sidecar.stop()
+
+
+def test_metrics_off_loopback_need_the_token(tmp_path):
+    """On a non-loopback listener (the server side of a veth in a network namespace) /metrics and /healthz
+    follow the access rule: no token, 401; the sidecar's token, 200."""
+    require(os.geteuid() == 0, "needs root (network namespaces)")
+    with Topology(clients=1) as topo:
+        client = topo.clients[0]
+        port = free_port()
+        sidecar = start_sidecar(tmp_path, "--http-listen", f"{client.server_ip4}:{port}", netns=topo.server_ns)
+        try:
+            base = f"http://{client.server_ip4}:{port}"
+
+            def get(path: str, headers: dict) -> int:
+                request = urllib.request.Request(base + path, headers=headers)
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as response:
+                        return response.status
+                except urllib.error.HTTPError as exc:
+                    return exc.code
+
+            token = {"Authorization": f"Bearer {sidecar.token()}"}
+            codes = call_in_netns(client.ns, lambda: [get("/metrics", {}), get("/metrics", token),
+                                                      get("/healthz", {}), get("/healthz", token)])
+            assert codes == [401, 200, 401, 200]
+        finally:
+            sidecar.stop()
