@@ -6,7 +6,7 @@ with more hosts: several hosts per TCP stack, several source IPs per host (extra
 
 Benign mix: 45 users (36 on six hosts of four stacks, one IP each; 8 behind one NAT address; 1 two routers
 away), each with a JWT session token and a Basic account, browser User-Agents that match their OS; a few
-users mistype their password once. Two rounds: a warm-up, then the same again while the attacks run.
+users mistype their password once. Four rounds as a warm-up, then two more while the attacks run.
 Attacks (one host each, label = the host's addresses):
   stack_stuffing      32 source IPs of one host, on the most common stack (the benign Linux hosts' own),
                       64 Basic logins with wrong passwords, a new connection each
@@ -55,6 +55,7 @@ BENIGN = [
     (ClientStack("remote", ttl=64, mtu=1500, hops=2), 0, LINUX_UA),
 ]
 NAT_USERS = 8
+WARM_ROUNDS = 4  # benign rounds before the attacks (two more run beside them)
 ATTACKERS = [
     ("stack_stuffing", ClientStack("stuffer", ttl=64, mtu=1500), 31),
     ("credential_replay", ClientStack("replayer", ttl=255, mtu=1280, window_scaling=False, sack=False,
@@ -229,14 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         demo.start_upstream()
         demo.start_sidecar()
         demo.start_envoy(creds)
-        warm, errors = demo.run_plan(bench.merge(bench.benign_plan(0), bench.benign_plan(1)))
-        plan = {**bench.merge(bench.benign_plan(2), bench.benign_plan(3)), **bench.attack_plan()}
+        warm, errors = demo.run_plan(bench.merge(*(bench.benign_plan(r) for r in range(WARM_ROUNDS))), 90)
+        plan = {**bench.merge(*(bench.benign_plan(WARM_ROUNDS + r) for r in range(2))), **bench.attack_plan()}
         # the owner of the replayed token keeps using it while the attacks run
         plan["linux-a"] = plan["linux-a"] + [[req("benign", "/jwt/orders", bench.users["linux-a"][0][2],
                                                   source_ip=bench.users["linux-a"][0][1], user_agent=LINUX_UA)]]
         sent, more_errors = demo.run_plan(plan)
         errors += more_errors
-        records = demo.wait_for_records(len(warm) + len(sent), timeout=30)
+        records = demo.wait_for_records(len(warm) + len(sent), timeout=60, limit=10_000)
         alerts = wait_for_alerts(demo)
         stats = query_pb2_grpc.QueryStub(demo.channel).Stats(query_pb2.StatsRequest(), timeout=10)
         counters = {(c.name, c.label): c.value for c in stats.counters}

@@ -283,11 +283,12 @@ class Demo:
                                      item.get("local_ip", ""), item.get("time", 0.0)))
         return sent, errors
 
-    def wait_for_records(self, expected: int, timeout: float = 20) -> list[record_pb2.EnrichedRecord]:
+    def wait_for_records(self, expected: int, timeout: float = 20, limit: int = 1000
+                         ) -> list[record_pb2.EnrichedRecord]:
         stub = query_pb2_grpc.QueryStub(self.channel)
         deadline = time.monotonic() + timeout
         while True:
-            records = list(stub.Query(query_pb2.QueryRequest(limit=1000), timeout=5).records)
+            records = list(stub.Query(query_pb2.QueryRequest(limit=limit), timeout=10).records)
             if len(records) >= expected or time.monotonic() > deadline:
                 return sorted(records, key=lambda r: (r.event.start_time.seconds, r.event.start_time.nanos))
             time.sleep(0.2)

@@ -26,6 +26,7 @@ from authwire.detect.memory import Lru, Tally
 
 NAME = "credential_replay"
 MAX_POSITIONS = 4
+NETWORK_CACHE = 65536  # client IP -> its /24 or /48
 RTT_BANDS = ((1_000, "<1ms"), (10_000, "<10ms"), (100_000, "<100ms"))
 
 
@@ -109,8 +110,8 @@ class CredentialReplay:
     def _network(self, ip: str) -> str:
         net = self._networks.get(ip)
         if net is None:
-            if len(self._networks) >= 65536:
-                self._networks.clear()
+            if len(self._networks) >= NETWORK_CACHE:
+                self._networks.clear()  # a cache: cheap to rebuild
             net = self._networks[ip] = network_of(ip)
         return net
 
@@ -189,7 +190,7 @@ class CredentialReplay:
         return self._tally.n
 
     def size(self) -> int:
-        return sum(1 + len(c.positions) for c in self._credentials.values())
+        return sum(1 + len(c.positions) for c in self._credentials.values()) + len(self._networks)
 
     def bound(self) -> int:
-        return self._credentials.max_keys * (1 + MAX_POSITIONS + 1)
+        return self._credentials.max_keys * (1 + MAX_POSITIONS + 1) + NETWORK_CACHE
