@@ -347,3 +347,31 @@ def test_alerts_are_exported_as_authwire_alert_log_records():
     assert a["authwire.alert.request_ids"] == ["r1", "r2"] and a["authwire.alert.evidence.failures"] == 42.0
     assert got.resource["service.name"] == "authwire"
     assert counters.get("otlp.exported", "logs") == 1
+
+
+def test_an_internal_error_drops_its_batch_counted_and_export_goes_on():
+    import asyncio
+
+    from authwire.counters import Counters
+    from authwire.export.otlp import OtlpExporter
+    from authwire.export.otlp_settings import OtlpSettings
+
+    receiver = LogsReceiver().start()
+    counters = Counters()
+
+    async def scenario() -> None:
+        exporter = OtlpExporter(OtlpSettings(f"127.0.0.1:{receiver.port}", "127.0.0.1", receiver.port, tls=False,
+                                             batch_records=3), counters)
+        await exporter.start()
+        exporter.offer([object(), object()])  # not records: encoding fails (a stand-in for a bug)
+        await asyncio.to_thread(wait_until, lambda: counters.get("otlp.dropped", "internal_error") == 2, 10,
+                                "the failed batch to be counted")
+        exporter.offer([record_pb2.EnrichedRecord(event=auth_event("after-bug"))])
+        await asyncio.to_thread(wait_until, lambda: receiver.count() == 1, 10, "the next batch to be exported")
+        await exporter.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        receiver.stop()
+    assert counters.get("otlp.exported", "logs") == 1

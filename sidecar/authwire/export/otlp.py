@@ -75,6 +75,7 @@ class OtlpExporter:
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task | None = None
         self._failing_since: float | None = None
+        self._logged_errors: set[str] = set()
         self.in_flight = 0
 
     # --- intake (event loop; must return fast) ---
@@ -174,9 +175,12 @@ class OtlpExporter:
             except asyncio.CancelledError:  # close() gave up waiting: what was in hand is lost, and counted
                 self.counters.inc("otlp.dropped", "shutdown", self.in_flight)
                 raise
-            except Exception:  # a bug must not stop export silently: count the batch and go on
-                log.exception("OTLP export of %d records failed", len(items))
-                self.counters.inc("otlp.dropped", "encode_failed", self.in_flight)
+            except Exception as exc:  # a bug must not stop export silently: count the batch and go on
+                if type(exc).__name__ not in self._logged_errors:  # once per kind: a bug must not flood the log
+                    self._logged_errors.add(type(exc).__name__)
+                    log.exception("OTLP export of %d records failed (counted as otlp.dropped{internal_error})",
+                                  len(items))
+                self.counters.inc("otlp.dropped", "internal_error", self.in_flight)
             finally:
                 self.in_flight = 0
 
