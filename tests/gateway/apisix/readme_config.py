@@ -45,3 +45,11 @@ def global_rule(sidecar: str) -> dict:
 
 def config(sidecar: str = README_SIDECAR) -> dict:
     return load("# conf/config.yaml", sidecar=sidecar)
+
+
+def packed_map() -> str:
+    """The README's `map` line for packed_var (from its nginx_config.http_configuration_snippet block)."""
+    text = README.read_text()
+    match = re.search(r"^\s*(map \$request_id \$authwire_vars \{.*\})\s*$", text, re.M)
+    assert match, f"README {README} has no authwire_vars map"
+    return match.group(1)

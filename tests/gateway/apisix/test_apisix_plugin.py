@@ -77,6 +77,9 @@ def readme_routes(sock: str) -> dict:
         {"id": "pseudo", "uri": "/pseudo/*", "plugins": {"basic-auth": {}, "authwire": {
             **aw, "pseudonymize_credentials": True, "credential_hash_key": HASH_KEY}},
          "upstream": upstream("{upstream}")},
+        # the README's packed_var fast path (its `map` is in the gateway's http_configuration_snippet)
+        {"id": "packed", "uri": "/packed/*", "plugins": {"key-auth": {}, "authwire": {
+            **aw, "packed_var": "authwire_vars"}}, "upstream": upstream("{upstream}")},
         {"id": "any", "uri": "/any/*", "plugins": {"multi-auth": {"auth_plugins": [{"basic-auth": {}},
                                                                                   {"key-auth": {}}]},
                                                   "authwire": aw}, "upstream": upstream("{upstream}")},
@@ -90,7 +93,8 @@ def readme_routes(sock: str) -> dict:
 @pytest.fixture(scope="module")
 def gateway(apisix_available, sidecar, tmp_dir):
     gw = apisix_runtime.start_apisix(readme_routes(f"unix:{tmp_dir}/gw.sock"), config=readme_config.config(),
-                                     plugins=["multi-auth", "authwire"], control=True)
+                                     plugins=["multi-auth", "authwire"], control=True,
+                                     http_snippet=readme_config.packed_map() + "\n")
     try:
         yield gw
     finally:
@@ -147,6 +151,9 @@ TOKENS = {
 CASES = [
     ("/key/ok", lambda p: {"apikey": API_KEY}, 200, "key-auth", OK, 0, "alice", "", ""),
     ("/key/erin", lambda p: {"apikey": ERIN_KEY}, 200, "key-auth", OK, 0, "erin", "erin-laptop", ""),
+    ("/packed/ok", lambda p: {"apikey": API_KEY}, 200, "key-auth", OK, 0, "alice", "", ""),
+    ("/packed/wrong", lambda p: {"apikey": WRONG_KEY}, 401, "key-auth", FAIL, R.FAILURE_REASON_UNKNOWN_KEY, "", "",
+     "Invalid API key in request"),
     ("/key/missing", lambda p: {}, 401, "key-auth", FAIL, R.FAILURE_REASON_MISSING_CREDENTIALS, "", "",
      "Missing API key in request"),
     ("/key/wrong", lambda p: {"apikey": WRONG_KEY}, 401, "key-auth", FAIL, R.FAILURE_REASON_UNKNOWN_KEY, "", "",
