@@ -45,9 +45,12 @@ def test_outage_under_load_counts_each_drop_once_and_reporting_resumes(apisix_av
     require(shutil.which("wrk") is not None, "needs wrk (apt-get install wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="aw-apx-l-"))
     sock = f"unix:{tmp}/gw.sock"
+    # the bound is high enough that the first sidecar, even if it lags, sees no drop in the ~0.1-0.5 s before
+    # it stops (so the second one is told every drop), and low enough to fill within the outage
     routes = {"routes": [{"id": "load", "uri": "/load/*", "plugins": {"authwire": {
         "sidecar": sock, "batch_max_size": 20, "max_retry_count": 1, "retry_delay": 1,
-        "max_pending_entries": 3000, "read_timeout": 2000}}, "upstream": upstream("{upstream}")}]}
+        "max_pending_entries": 8000, "read_timeout": 2000}}, "upstream": upstream("{upstream}")}],
+        "plugin_metadata": [{"id": "authwire", "max_pending_entries": 16384}]}
     sidecar = start_gw_sidecar(tmp)
     gw = apisix_runtime.start_apisix(routes, config=readme_config.config(), plugins=["authwire"], control=True)
     wrk = None
