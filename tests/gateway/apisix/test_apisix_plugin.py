@@ -346,7 +346,7 @@ def test_a_dead_sidecar_fills_only_its_own_conf(apisix_available, sidecar, tmp_d
         {"id": "dead", "uri": "/dead/*", "plugins": {"authwire": {
             "sidecar": dead, "max_pending_entries": 10, "batch_max_size": 5, "max_retry_count": 5,
             "retry_delay": 10}}, "upstream": upstream("{upstream}")},
-        {"id": "live", "uri": "/live/*", "plugins": {"authwire": {"sidecar": live, "max_pending_entries": 10,
+        {"id": "live", "uri": "/live/*", "plugins": {"authwire": {"sidecar": live, "max_pending_entries": 100,
                                                                   "batch_max_size": 1}},
          "upstream": upstream("{upstream}")},
     ]}
