@@ -119,6 +119,8 @@ def test_web_view(web_server, browser, tmp_path):
     assert seed.XSS_AGENT in [r[0] for r in rows(d, "inspect-agents")]
     shot(d, tmp_path, "inspect")
     assert console_errors(d) == []  # no CSP violation, no script error
+    d.find_element(By.ID, "inspect-all").click()  # back to the records, filtered on this address
+    wait_until(lambda: len(rows(d, "records")) == 24, 10, "the scanner's records on the dashboard")
 
 
 def test_without_a_session_the_page_says_how_to_log_in(web_server, browser, tmp_path):

@@ -302,6 +302,7 @@ async function loadRecords(f, more) {
 async function loadInspect() {
   const ip = new URLSearchParams(location.search).get("ip") || "";
   document.getElementById("inspect-ip").textContent = ip;
+  document.getElementById("inspect-all").href = "/?" + new URLSearchParams({client_ip: ip}).toString();
   document.title = "authwire: " + ip;
   try {
     const b = await api("/v1/inspect", {ip: ip});
