@@ -146,21 +146,33 @@ function readForm() {
 
 // --- dashboard ------------------------------------------------------------------------------------
 
+async function resolved(f) {
+  // Without `since`, the view covers the last hour of data (the hour before the newest matching record):
+  // recent on a live sidecar, still everything of a demo store opened days later, and never a scan of a
+  // whole multi-million-record store for the default page.
+  if (f.since) return f;
+  const newest = (await api("/v1/records", Object.assign({}, f, {limit: 1}))).records || [];
+  if (!newest.length) return f;
+  const since = new Date(Date.parse(newest[0].event.start_time) - 3600 * 1000).toISOString();
+  return Object.assign({}, f, {since: since});
+}
+
 async function loadDashboard() {
   const f = currentFilters();
   showFilters(f);
   say("");
   try {
-    await Promise.all([loadChart(f), loadTops(f), loadAlerts(), loadRecords(f, false)]);
+    const q = await resolved(f);
+    await Promise.all([loadChart(q), loadTops(q, f), loadAlerts(), loadRecords(q, false)]);
   } catch (err) {
     say(err.message);
   }
 }
 
-async function loadChart(f) {
-  const failures = Object.assign({}, f, split === "auth.outcome" ? {} : {outcome: "failure"});
+async function loadChart(q) {
+  const failures = Object.assign({}, q, split === "auth.outcome" ? {} : {outcome: "failure"});
   const body = await api("/v1/timeline", Object.assign({split_by: split, buckets: 40}, failures));
-  drawChart(body, f);
+  drawChart(body, currentFilters());  // a click filters on what the address bar holds, plus the value
 }
 
 function drawChart(body, f) {
@@ -232,8 +244,8 @@ function filterOn(value, f) {
   setFilters(next);
 }
 
-async function loadTops(f) {
-  const failing = Object.assign({}, f, {outcome: f.outcome || "failure", limit: 10});
+async function loadTops(q, f) {
+  const failing = Object.assign({}, q, {outcome: q.outcome || "failure", limit: 10});
   const [stacks, ips, creds] = await Promise.all([
     api("/v1/records", Object.assign({group_by: "syn.signature,syn.os_hint"}, failing)),
     api("/v1/records", Object.assign({group_by: "client_ip"}, failing)),
@@ -356,13 +368,13 @@ function start() {
     setFilters(readForm());
   });
   document.getElementById("clear").addEventListener("click", () => setFilters({}));
-  document.getElementById("more").addEventListener("click", () => loadRecords(currentFilters(), true).catch(
-    err => say(err.message)));
+  document.getElementById("more").addEventListener("click", () => resolved(currentFilters()).then(
+    q => loadRecords(q, true)).catch(err => say(err.message)));
   for (const button of document.querySelectorAll("[data-split]")) {
     button.addEventListener("click", () => {
       split = button.dataset.split;
       for (const b of document.querySelectorAll("[data-split]")) b.classList.toggle("on", b === button);
-      loadChart(currentFilters()).catch(err => say(err.message));
+      resolved(currentFilters()).then(loadChart).catch(err => say(err.message));
     });
   }
   window.addEventListener("popstate", loadDashboard);
