@@ -9,7 +9,7 @@
 
 /* Ring-buffer event types. */
 #define AW_EV_OPENED 1
-#define AW_EV_ESTABLISHED 2
+#define AW_EV_ESTABLISHED 2   /* no longer emitted (an open flow's facts are read from the map) */
 #define AW_EV_CLOSED 3
 
 /* Why a flow closed (aw_event.reason). */

@@ -50,7 +50,7 @@ def community_id(ends: TupleKey) -> str:
 
 class _Flow:
     """One connection. Its kernel snapshot is kept as the event's raw bytes and decoded into an AwFlow
-    only when a Connection is built from it: most events (opened, established) are never read."""
+    only when a Connection is built from it: most opened events are never read."""
 
     __slots__ = ("uid", "key", "first_ns", "ends", "_raw", "_snapshot", "interface", "mid_stream", "community_id",
                  "closed", "evicted", "closed_at", "close_wall_ns", "tuples", "handshake", "light", "light_reverse")
@@ -166,7 +166,8 @@ class ConnectionTable:
     # -- feeding (poller thread) ---------------------------------------------------------------------
 
     def add_listener(self, callback: Listener, wanted: Callable[[], bool] | None = None) -> None:
-        """callback(Connection) runs on the poller thread for every opened/established/closed event.
+        """callback(Connection) runs on the poller thread for every event the kernel sends (opened,
+        closed; evicted).
 
         The Connection is a light snapshot (uid, client, server, state, mid_stream, interface) to keep the
         poller fast; call candidates() for the full facts. wanted(): checked once per batch of events, after

@@ -17,7 +17,7 @@ AW_MAX_OPTIONS = 40
 AW_HISTORY_LEN = 24
 
 EV_OPENED = 1
-EV_ESTABLISHED = 2
+EV_ESTABLISHED = 2   # no longer emitted by inspector.c; still understood
 EV_CLOSED = 3
 
 CLOSE_NONE = 0
