@@ -25,7 +25,7 @@ def run(cases: dict) -> dict:
     require(luajit is not None, "needs luajit (apt-get install luajit2)")
     result = subprocess.run([luajit, "-e", f"package.path = {LUA_PATH!r} .. package.path", str(CASES)],
                             input=json.dumps({"times": [], "drops": [], "messages": [], "time_reasons": [],
-                                              **cases}),
+                                              "bodies": [], **cases}),
                             capture_output=True, text=True, errors="replace", timeout=30)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -99,3 +99,31 @@ def test_jwt_time_reason_follows_apisix_checks(cases):
         want = "expired" if exp is not None and exp <= now - skew else \
             "clock_skew" if nbf is not None and nbf >= now + skew else None
         assert reason == want
+
+
+BODIES = st.one_of(
+    st.text(max_size=2000),
+    st.builds(lambda m: json.dumps({"message": m}), st.text(max_size=600)),
+    st.builds(lambda m, k: json.dumps({k: m}), st.text(max_size=100), st.text(max_size=20)),
+    st.builds(lambda m: '{"message": "' + m, st.text(max_size=300)),  # cut inside the string
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(BODIES, min_size=1, max_size=20))
+def test_any_error_body_gives_a_bounded_message_or_none(bodies):
+    """The 4xx body is attacker-influenced (an upstream's, or echoed input): parsing never raises, the
+    message is at most 256 bytes, and a JSON body's own message is the one taken."""
+    got = run({"bodies": bodies})["bodies"]
+    for body, message in zip(bodies, got, strict=True):
+        assert not isinstance(message, dict), message  # no error raised
+        assert message is None or len(message.encode("utf-8", "surrogatepass")) <= 256 + 3
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict) and isinstance(parsed.get("message"), str) and parsed["message"].isascii() \
+                and 0 < len(parsed["message"]) <= 256 and len(body.encode()) <= 1024 \
+                and not any(w in parsed["message"].lower() for w in ("=", "eyj", "bearer", "basic", "signature",
+                                                                      "password", "secret", "token", "api")):
+            assert message == parsed["message"], body

@@ -6,7 +6,7 @@ local drops = require("authwire.drops")
 local jwt_claims = require("authwire.jwt_claims")
 
 local input = cjson.decode(io.read("*a"))
-local out = { times = {}, drops = {}, messages = {}, time_reasons = {} }
+local out = { times = {}, drops = {}, messages = {}, time_reasons = {}, bodies = {} }
 
 for i, t in ipairs(input.times) do
   -- what nginx hands the plugin: ngx.req.start_time() / ngx.now(), a double of whole milliseconds
@@ -49,6 +49,14 @@ for i, t in ipairs(input.time_reasons) do
   out.time_reasons[i] = jwt_claims.time_reason({ exp = t[1] ~= cjson.null and t[1] or nil,
                                                  nbf = t[2] ~= cjson.null and t[2] or nil }, t[3], t[4])
     or cjson.null
+end
+
+-- an error body as the body filter keeps it (a bounded prefix of what the upstream or plugin sent), then
+-- the message the event would carry
+for i, body in ipairs(input.bodies or {}) do
+  local prefix = body:sub(1, event.BODY_CAPTURE_MAX)
+  local ok, message = pcall(event.message_of_body, prefix)
+  out.bodies[i] = ok and (event.safe_message(message) or cjson.null) or { error = message }
 end
 
 print(cjson.encode(out))
