@@ -226,9 +226,10 @@ class Pipeline:
         final = []
         while self._closed_conns:
             light = self._closed_conns.popleft()
-            for conn in table.candidates(light.client.ip, light.client.port, light.server.ip, light.server.port):
-                if conn.uid == light.uid:
-                    final.append(conn)
+            for uid, _, _, _, handle in table.candidate_times(light.client.ip, light.client.port, light.server.ip,
+                                                             light.server.port):
+                if uid == light.uid:
+                    final.append(table.connection(handle))
                     break
         try:
             self.counters.inc("store.connections_closed", "", self.store.update_connections(final))

@@ -660,21 +660,25 @@ class Store:
             db.close()
 
     def update_connections(self, conns: Iterable[connection_pb2.Connection]) -> int:
-        """Store the final facts of connections the kernel reported closed, in every segment that has them."""
+        """Store the final facts of connections the kernel reported closed, in every segment that has them
+        (one transaction per segment for the whole lot)."""
         updated = 0
         with self._lock:
+            rows = []
             for conn in conns:
-                kept = self._facts.get(conn.uid)
-                if kept is None:
+                if conn.uid not in self._facts:
                     continue
                 self._facts[conn.uid] = (conn, None)
-                values = _conn_columns(conn)
-                for _path, db, _ in self._writable_segments():
-                    with db:
-                        updated += db.execute(
-                            "UPDATE connections SET community_id=?, syn_ns=?, close_ns=?, rtt_us=?, os_hint=?, "
-                            "syn_signature=?, hop_distance=?, retransmits=?, facts=? WHERE uid = ?",
-                            (*values, conn.uid)).rowcount
+                rows.append((*_conn_columns(conn), conn.uid))
+            if not rows:
+                return 0
+            for _path, db, _ in self._writable_segments():
+                with db:
+                    before = db.total_changes
+                    db.executemany(
+                        "UPDATE connections SET community_id=?, syn_ns=?, close_ns=?, rtt_us=?, os_hint=?, "
+                        "syn_signature=?, hop_distance=?, retransmits=?, facts=? WHERE uid = ?", rows)
+                    updated += db.total_changes - before
         return updated
 
     def _writable_segments(self):
