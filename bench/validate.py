@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from authwire.ingest import validate as v  # noqa: E402
-from authwire.ingest.secrets import secret_fields  # noqa: E402
+from authwire.ingest.secrets import secret_indexes  # noqa: E402
 from authwire.v1 import auth_event_pb2 as pb  # noqa: E402
 from authwire.v1 import ingest_pb2  # noqa: E402
 from support import auth_event  # noqa: E402
@@ -72,9 +72,7 @@ def main() -> None:
             name.startswith("worst"), name
         batch = ingest_pb2.ReportRequest(events=[event] * 100).SerializeToString()
         values = v._GET_STRINGS(event)
-        plain = [(v._STRINGS[i], values[i]) for i in v._PLAIN_SCAN]
-        ident = [(v._STRINGS[i], values[i]) for i in v._IDENTITY_SCAN]
-        scan = per_event(lambda plain=plain, ident=ident: secret_fields(plain, ident), n)
+        scan = per_event(lambda values=values: secret_indexes(values, v._PLAIN_SCAN, v._IDENTITY_SCAN), n)
         validate = per_event(lambda event=event: v.validate(pb.AuthEvent.FromString(event.SerializeToString()),
                                                             0, now, counters), n) - \
             per_event(lambda event=event: pb.AuthEvent.FromString(event.SerializeToString()), n)

@@ -47,7 +47,8 @@ _B64 = "[A-Za-z0-9+/=_-]"
 _IDENTITY = re.compile(
     r"(?<![0-9A-Za-z])[0-9a-fA-F]{32,}(?![0-9A-Za-z])"
     rf"|(?<!{_B64})(?={_B64}{{28}})(?={_B64}{{0,256}}?[a-z])(?={_B64}{{0,256}}?[A-Z])(?={_B64}{{0,256}}?[0-9])")
-_IDENTITY_TRIGGER = re.compile(r"[0-9a-fA-F]{32}|[A-Za-z0-9+/=_-]{28}")
+_IDENTITY_TRIGGER = re.compile(r"[A-Za-z0-9+/=_-]{28}")  # a hex run of 32 is one too
+_IDENTITY_MIN = 28  # shorter values hold no identity shape: skip the search
 # The gateway plugins' keyed pseudonym of a credential id (pseudonymize_credentials: HMAC-SHA256 of the id,
 # gateway-plugins/lua/authwire/event.lua credential_id): a hash made so that no id is sent, not a secret.
 _PSEUDONYM = re.compile(r"hmac-sha256:[0-9a-f]{64}")
@@ -73,11 +74,21 @@ def looks_secret(value: str, identity: bool = False) -> bool:
     return identity and _IDENTITY_TRIGGER.search(value) is not None and _IDENTITY.search(value) is not None
 
 
+def secret_indexes(values: tuple[str, ...] | list[str], plain: list[int], identity: list[int]) -> list[int]:
+    """Indexes (into values) of the fields that look secret: plain ones get the shapes found anywhere,
+    identity ones those plus the identity shapes. One pass over all values joined for the common case of
+    none; values not listed in either are scanned by that pass too (harmless: they hold no trigger)."""
+    if not looks_secret(_SEP.join(values)) and not any(
+            len(values[i]) >= _IDENTITY_MIN and _IDENTITY_TRIGGER.search(values[i]) and _IDENTITY.search(values[i])
+            for i in identity):
+        return []
+    return [i for i in plain if values[i] and looks_secret(values[i])] + \
+        [i for i in identity if values[i] and looks_secret(values[i], identity=True)]
+
+
 def secret_fields(plain: list[tuple[str, str]], identity: list[tuple[str, str]]) -> list[str]:
     """Names of the (name, value) fields that look secret; identity fields also get the identity shapes."""
-    id_text = _SEP.join([v for _, v in identity])
-    if not looks_secret(_SEP.join([v for _, v in plain]) + _SEP + id_text) and not (
-            _IDENTITY_TRIGGER.search(id_text) and _IDENTITY.search(id_text)):
-        return []
-    return [name for name, value in plain if value and looks_secret(value)] + \
-        [name for name, value in identity if value and looks_secret(value, identity=True)]
+    names = [n for n, _ in plain] + [n for n, _ in identity]
+    values = [v for _, v in plain] + [v for _, v in identity]
+    hits = secret_indexes(values, list(range(len(plain))), list(range(len(plain), len(values))))
+    return [names[i] for i in hits]

@@ -27,7 +27,7 @@ from typing import Protocol
 from google.protobuf.descriptor import FieldDescriptor
 
 from authwire.addresses import normalize_ip
-from authwire.ingest.secrets import secret_fields
+from authwire.ingest.secrets import secret_indexes
 from authwire.v1 import auth_event_pb2, ingest_pb2
 
 log = logging.getLogger(__name__)
@@ -195,8 +195,8 @@ def _walk(event: auth_event_pb2.AuthEvent, problems: list[tuple[str, str]], coun
                                               "never the jti itself)"))
     if too_long:
         return  # the scanner only ever sees bounded values; this event is refused anyway
-    for path in secret_fields([(_STRINGS[i], values[i]) for i in _PLAIN_SCAN],
-                              [(_STRINGS[i], values[i]) for i in _IDENTITY_SCAN]):
+    for index in secret_indexes(values, _PLAIN_SCAN, _IDENTITY_SCAN):
+        path = _STRINGS[index]
         if path in _SETTERS:
             _SETTERS[path](event, REDACTED)
             if counters is not None:
