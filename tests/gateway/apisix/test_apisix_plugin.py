@@ -425,7 +425,9 @@ def test_compose_apisix_config_runs_in_real_apisix(apisix_available, sidecar, tm
 
     compose = Path(__file__).resolve().parents[3] / "compose" / "apisix"
     text = (compose / "apisix.yaml").read_text().replace('"upstream:80"', '"{upstream}"')
-    text = text.replace(readme_config.README_SIDECAR, f"unix:{tmp_dir}/gw.sock")
+    compose_sidecar = '"unix:/run/authwire/grpc-web.sock"'  # the socket on the compose file's shared volume
+    assert compose_sidecar in text
+    text = text.replace(compose_sidecar, f'"unix:{tmp_dir}/gw.sock"')
     config = yaml.safe_load((compose / "config.yaml").read_text())
     gw = apisix_runtime.start_apisix(yaml.safe_load(text), config={"plugins": config["plugins"]},
                                      plugins=["authwire"])
