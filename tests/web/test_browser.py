@@ -80,7 +80,7 @@ def test_web_view(web_server, browser, tmp_path):
     # The chart is drawn: bars in an SVG, one series per failure reason.
     wait_until(lambda: d.find_elements(By.CSS_SELECTOR, "#chart svg rect.bar"), 10, "bars in the chart")
     legend = [li.text for li in d.find_elements(By.CSS_SELECTOR, "#legend li")]
-    assert legend == ["invalid_credentials (12)", "bad_signature (12)", "expired (1)"]
+    assert legend == ["bad_signature (12)", "invalid_credentials (12)", "expired (1)"]  # by count, then name
     assert [r[0] for r in rows(d, "alerts")] and rows(d, "alerts")[0][1] == "stack_stuffing"
 
     # An attacker's user agent is text, not markup: shown verbatim, no script ran, no element was made.

@@ -183,7 +183,7 @@ function drawChart(body, f) {
   const buckets = body.buckets || [];
   const totals = new Map();
   for (const b of buckets) for (const g of b.groups) totals.set(g.values[0], (totals.get(g.values[0]) || 0) + +g.count);
-  const series = [...totals.keys()].sort((a, b) => totals.get(b) - totals.get(a));
+  const series = [...totals.keys()].sort((a, b) => totals.get(b) - totals.get(a) || (a < b ? -1 : a > b ? 1 : 0));
   const color = new Map(series.map((s, i) => [s, COLORS[i % COLORS.length]]));
   const W = 960, H = 240, left = 44, bottom = 28, top = 8;
   const chart = svg("svg", {viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": "failures over time"});
