@@ -32,7 +32,7 @@ def _float(value: float) -> Any:
     return value
 
 
-def _fraction(nanos: int) -> str:
+def json_fraction(nanos: int) -> str:
     """proto3 JSON: 0, 3, 6 or 9 fractional digits."""
     if nanos == 0:
         return ""
@@ -46,13 +46,13 @@ def _fraction(nanos: int) -> str:
 def _timestamp(ts) -> str:
     if not 0 <= ts.seconds < 253402300800:  # outside 1970..9999: let protobuf format (or refuse) it
         return ts.ToJsonString()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts.seconds)) + _fraction(ts.nanos) + "Z"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts.seconds)) + json_fraction(ts.nanos) + "Z"
 
 
 def _duration(d) -> str:
     if d.seconds < 0 or d.nanos < 0:
         return d.ToJsonString()
-    return f"{d.seconds}{_fraction(d.nanos)}s"
+    return f"{d.seconds}{json_fraction(d.nanos)}s"
 
 
 def _scalar(fd: FieldDescriptor) -> Callable[[Any], Any]:

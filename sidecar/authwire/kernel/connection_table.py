@@ -320,9 +320,8 @@ class ConnectionTable:
 
     # -- reading (any thread) ------------------------------------------------------------------------
 
-    def candidates(self, client_ip: str, client_port: int, server_ip: str,
-                   server_port: int) -> list[connection_pb2.Connection]:
-        """Every known connection on this exact 4-tuple (client = SYN sender), newest SYN first."""
+    def _flows_on(self, client_ip: str, client_port: int, server_ip: str, server_port: int) -> list[_Flow]:
+        """The flows on this exact 4-tuple, newest SYN first (none for an address that is no IP)."""
         try:
             key = (addresses.normalize_ip(client_ip), int(client_port), addresses.normalize_ip(server_ip),
                    int(server_port))
@@ -330,7 +329,12 @@ class ConnectionTable:
             return []
         with self._lock:
             self._expire(time.monotonic())
-            flows = list(self._by_tuple.get(key, ()))
+            return list(self._by_tuple.get(key, ()))
+
+    def candidates(self, client_ip: str, client_port: int, server_ip: str,
+                   server_port: int) -> list[connection_pb2.Connection]:
+        """Every known connection on this exact 4-tuple (client = SYN sender), newest SYN first."""
+        flows = self._flows_on(client_ip, client_port, server_ip, server_port)
         return [self._to_proto(f, live=True) for f in flows]
 
     def candidate_times(self, client_ip: str, client_port: int, server_ip: str,
@@ -339,14 +343,7 @@ class ConnectionTable:
         (uid, SYN wall-clock ns or 0, close wall-clock ns or 0, mid_stream, handle). Read from the table
         alone: no Connection is built and the kernel map is not read (candidates() does both for every
         candidate, ~10 us each); connection(handle) builds the full facts of the one the join picks."""
-        try:
-            key = (addresses.normalize_ip(client_ip), int(client_port), addresses.normalize_ip(server_ip),
-                   int(server_port))
-        except ValueError:
-            return []
-        with self._lock:
-            self._expire(time.monotonic())
-            flows = list(self._by_tuple.get(key, ()))
+        flows = self._flows_on(client_ip, client_port, server_ip, server_port)
         offset = self.clock_offset_ns
         out = []
         for f in flows:

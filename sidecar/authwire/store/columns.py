@@ -22,6 +22,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from authwire.records import json_fraction
 from authwire.v1 import auth_event_pb2, connection_pb2, record_pb2
 
 # kinds: ts / dur = Timestamp / Duration as integer nanoseconds (NULL = not set); ts_rel = a Timestamp stored
@@ -167,16 +168,6 @@ intern_row.__doc__ = "intern_row(plain, interner, conn_row_id) -> the tuple stor
 _DAY_CACHE: dict[int, str] = {}
 
 
-def _fraction(nanos: int) -> str:
-    if nanos == 0:
-        return ""
-    if nanos % 1_000_000 == 0:
-        return f".{nanos // 1_000_000:03d}"
-    if nanos % 1000 == 0:
-        return f".{nanos // 1000:06d}"
-    return f".{nanos:09d}"
-
-
 _LAST_TS: list = [None, ""]  # a batch's records share their received time: formatted once
 
 
@@ -203,7 +194,7 @@ def _ts_json(ns: int) -> str:
         prefix = _DAY_CACHE[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
     h, rest = divmod(rest, 3600)
     m, sec = divmod(rest, 60)
-    return f"{prefix}{h:02d}:{m:02d}:{sec:02d}{_fraction(nanos)}Z"
+    return f"{prefix}{h:02d}:{m:02d}:{sec:02d}{json_fraction(nanos)}Z"
 
 
 def dur_json(ns: int) -> str:
@@ -213,7 +204,7 @@ def dur_json(ns: int) -> str:
         d.FromNanoseconds(ns)
         return d.ToJsonString()
     seconds, nanos = divmod(ns, 1_000_000_000)
-    return f"{seconds}{_fraction(nanos)}s"
+    return f"{seconds}{json_fraction(nanos)}s"
 
 
 def _enum_names(name: str) -> dict[int, str]:

@@ -33,6 +33,16 @@ from authwire.store.columns import CONN, json_dict
 log = logging.getLogger(__name__)
 
 
+def shift_rotated(path: Path, keep: int) -> None:
+    """PATH -> PATH.1 -> ... -> PATH.keep (the oldest dropped); with keep 0 PATH is removed."""
+    for i in range(keep, 0, -1):
+        src = path if i == 1 else path.with_name(f"{path.name}.{i - 1}")
+        if src.exists():
+            os.replace(src, path.with_name(f"{path.name}.{i}"))
+    if keep == 0:
+        path.unlink(missing_ok=True)
+
+
 class RotatingFile:
     """Appends text lines to PATH (created 0600, or 0640 with group); before it would pass max_bytes renames
     PATH -> PATH.1 -> ... PATH.keep. Used for the alerts JSONL (authwire.detect.engine)."""
@@ -67,12 +77,7 @@ class RotatingFile:
         from authwire.store.record_store import create_private
 
         self._file.close()
-        for i in range(self.keep, 0, -1):
-            src = self.path if i == 1 else self.path.with_name(f"{self.path.name}.{i - 1}")
-            if src.exists():
-                os.replace(src, self.path.with_name(f"{self.path.name}.{i}"))
-        if self.keep == 0:
-            self.path.unlink(missing_ok=True)
+        shift_rotated(self.path, self.keep)
         create_private(self.path, self.group)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
@@ -181,12 +186,7 @@ class JsonlSink:
         self._broken_line = False
 
     def _rotate(self) -> None:
-        for i in range(self.keep, 0, -1):
-            src = self.path if i == 1 else self.path.with_name(f"{self.path.name}.{i - 1}")
-            if src.exists():
-                os.replace(src, self.path.with_name(f"{self.path.name}.{i}"))
-        if self.keep == 0:
-            self.path.unlink(missing_ok=True)
+        shift_rotated(self.path, self.keep)
         self._open()
 
     def close(self) -> None:
