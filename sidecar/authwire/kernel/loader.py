@@ -197,8 +197,12 @@ class CompiledProgram:
             self._lib.bpf_update_elem(self.recent_fd, ct.byref(idx), ct.byref(zero), 0)
 
     def clear_flows(self) -> None:
+        """Forget every flow, block entry and recently-closed key (a reused program starts afresh: a new
+        flow on a 4-tuple an earlier user closed must not be taken for a late packet of that one)."""
         self.bpf[b"flows"].clear()
         self.bpf[b"blocked"].clear()
+        self.bpf[b"sockfacts"].clear()
+        self.bpf[b"recent"].clear()   # an array: clear() zeroes each slot
 
     def close(self) -> None:
         self.consumer = None
