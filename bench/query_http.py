@@ -15,10 +15,12 @@ import argparse
 import os
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,18 +40,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
-def start_web(db: Path) -> tuple[subprocess.Popen, str, str]:
+def start_web(db: Path) -> tuple[subprocess.Popen, str, str, Path]:
     exe = Path(sys.executable).with_name("authwire")
-    log = db.with_suffix(".web.log")
+    work = Path(tempfile.mkdtemp(prefix="authwire-bench-http-"))  # the token and the log: not beside the store
+    log, token_file = work / "web.log", work / "token"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe), "web", "--db", str(db)], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen([str(exe), "web", "--db", str(db), "--token-file", str(token_file)], stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         m = re.search(r"(http://127\.0\.0\.1:\d+)/\?login=", log.read_text())
         if m:
-            token = (db.parent / "token").read_text().strip()
-            return proc, m.group(1), token
+            token = token_file.read_text().strip()
+            return proc, m.group(1), token, work
         if proc.poll() is not None:
             raise SystemExit(f"authwire web exited: {log.read_text()}")
         time.sleep(0.1)
@@ -83,7 +86,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=40)
     args = p.parse_args()
     store_bench.open_store(args.db, args.records)  # built (or reused) by bench/query.py's builder
-    proc, base, token = start_web(args.db)
+    proc, base, token, work = start_web(args.db)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     rng = random.Random(7)
@@ -112,6 +115,7 @@ def main() -> int:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
     verdict = "ok" if not failed else "over goal: " + "; ".join(failed)
     print(f"bench/query_http.py: {args.records:,} records, {len(cpu_per_request)} API queries x {args.runs} runs "
           f"over HTTP, worst p95 {worst:.1f} ms (goal <= {GOAL_MS:.0f} ms), server CPU "
