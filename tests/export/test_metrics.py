@@ -195,3 +195,17 @@ def test_metrics_off_loopback_need_the_token(tmp_path):
             assert codes == [401, 200, 401, 200]
         finally:
             sidecar.stop()
+
+
+def test_kernel_levels_are_gauges_and_kernel_events_counters():
+    """The inspector's counters() mixes levels (open flows, block-list entries) with event counts."""
+    class Inspector:
+        @staticmethod
+        def counters() -> dict[str, int]:
+            return {"flows_open": 7, "block_entries": 2, "block_dropped": 5}
+
+    fams = families(Metrics(Counters(), inspector=Inspector(), inspector_status="running").render().decode())
+    assert fams["authwire_kernel_tracked_connections"].type == "gauge"
+    assert fams["authwire_kernel_block_entries"].type == "gauge"
+    assert fams["authwire_kernel_block_entries"].samples[0].value == 2
+    assert fams["authwire_kernel_block_dropped"].type == "counter"

@@ -130,7 +130,10 @@ KERNEL_COUNTERS = {
     "decode_errors": "Kernel events that could not be decoded",
     "listener_errors": "Connection-table listener callbacks that failed",
 }
-KERNEL_GAUGES = {"flows_open": ("tracked_connections", "Connections the connection table tracks as open")}
+KERNEL_GAUGES = {
+    "flows_open": ("tracked_connections", "Connections the connection table tracks as open"),
+    "block_entries": ("block_entries", "Source IPs in the kernel block list now (serve --enforce or dry run)"),
+}
 
 HISTOGRAMS = {
     "ingest.ack_seconds": ("ingest_ack_seconds",
