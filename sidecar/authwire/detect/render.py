@@ -3,14 +3,12 @@ Alert per line, proto3 JSON mapping with proto field names, like `authwire query
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from authwire.query.render import _time, safe, table
-from authwire.records import short_enum, to_dict
+from authwire.query.render import _time, messages
+from authwire.records import short_enum
 from authwire.v1 import record_pb2
 
 COLUMNS = ("last", "severity", "detection", "key", "clients", "requests", "summary", "id")
@@ -36,20 +34,4 @@ def alert_row(a: record_pb2.Alert) -> dict[str, str]:
 
 def alerts(items: Iterable[record_pb2.Alert], fmt: str, out: TextIO = sys.stdout, header: bool = True,
            columns: Sequence[str] = COLUMNS) -> None:
-    items = list(items)
-    if fmt == "json":
-        for a in items:
-            out.write(json.dumps(to_dict(a), ensure_ascii=False) + "\n")
-    elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=list(alert_row(record_pb2.Alert())))
-        if header:
-            writer.writeheader()
-        writer.writerows(alert_row(a) for a in items)
-    else:
-        rows = [alert_row(a) for a in items]
-        if header:
-            table(rows, columns, out)
-        else:  # a follow-up line of `alerts -f`
-            for row in rows:
-                out.write("  ".join(safe(row[c]) or "-" for c in columns) + "\n")
-    out.flush()
+    messages(items, fmt, alert_row, record_pb2.Alert(), columns, out, header)

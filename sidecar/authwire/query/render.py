@@ -6,10 +6,11 @@ import csv
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from authwire.records import short_enum, to_dict
 from authwire.v1 import auth_event_pb2, connection_pb2, query_pb2, record_pb2
@@ -80,25 +81,34 @@ def table(rows: Sequence[dict[str, str]], columns: Sequence[str], out: TextIO) -
         out.write("  ".join((r.get(c, "") or "").ljust(widths[c]) for c in columns).rstrip() + "\n")
 
 
-def records(items: Iterable[record_pb2.EnrichedRecord], fmt: str, out: TextIO = sys.stdout,
-            header: bool = True) -> None:
+def messages(items: Iterable[Message], fmt: str, row_of: Callable[[Message], dict[str, str]], empty: Message,
+             columns: Sequence[str], out: TextIO = sys.stdout, header: bool = True) -> None:
+    """Records or alerts as json (one message per line, proto3 JSON mapping), csv or a table.
+
+    header=False is a follow-up batch of `tail -f` / `alerts -f`: no header, no realigning of earlier lines.
+    """
     items = list(items)
     if fmt == "json":
-        for r in items:
-            out.write(json.dumps(to_dict(r), ensure_ascii=False) + "\n")
+        for m in items:
+            out.write(json.dumps(to_dict(m), ensure_ascii=False) + "\n")
     elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=list(record_row(record_pb2.EnrichedRecord())))
+        writer = csv.DictWriter(out, fieldnames=list(row_of(empty)))
         if header:
             writer.writeheader()
-        writer.writerows(record_row(r) for r in items)
+        writer.writerows(row_of(m) for m in items)
     else:
-        rows = [record_row(r) for r in items]
+        rows = [row_of(m) for m in items]
         if header:
-            table(rows, TABLE_COLUMNS, out)
-        else:  # a follow-up batch of `tail -f`: no header, no realigning of earlier lines
+            table(rows, columns, out)
+        else:
             for row in rows:
-                out.write("  ".join(safe(row[c]) or "-" for c in TABLE_COLUMNS) + "\n")
+                out.write("  ".join(safe(row[c]) or "-" for c in columns) + "\n")
     out.flush()
+
+
+def records(items: Iterable[record_pb2.EnrichedRecord], fmt: str, out: TextIO = sys.stdout,
+            header: bool = True) -> None:
+    messages(items, fmt, record_row, record_pb2.EnrichedRecord(), TABLE_COLUMNS, out, header)
 
 
 def groups(group_by: Sequence[str], items: Sequence[query_pb2.Group], fmt: str, out: TextIO = sys.stdout) -> None:
