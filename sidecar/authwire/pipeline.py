@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from authwire.counters import Counters
+from authwire.ingest.problem_log import RateLimitedLog
 from authwire.ingest.validate import validate_batch
 from authwire.join.joiner import Joiner
 from authwire.store.columns import plain_row
@@ -34,6 +35,8 @@ from authwire.store.record_store import Store, StoreLost, is_closed
 from authwire.v1 import auth_event_pb2, connection_pb2, ingest_pb2, record_pb2
 
 log = logging.getLogger(__name__)
+# A full or failing disk fails every batch: one line per kind a minute, the counters are the exact record.
+store_failures_log = RateLimitedLog("pipeline.store")
 
 MAX_BATCH_EVENTS = 10_000  # one report larger than this is refused whole, before any work
 
@@ -195,7 +198,8 @@ class Pipeline:
                         self._lost_logged = True
                         log.error("%s", exc)
                 else:
-                    log.error("store write of %d records failed: %s", len(rows), exc)
+                    store_failures_log.log(type(exc).__name__, f"store write of {len(rows)} records failed: {exc} "
+                                           f"(counted as store.write_failed)", logging.ERROR)
                 self.counters.inc("store.write_failed", type(exc).__name__, len(rows))
                 for _, _, done in batch:
                     if not done.done():

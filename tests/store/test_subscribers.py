@@ -60,3 +60,32 @@ def test_subscriber_records_equal_the_records_built_from_their_parts():
     for w in want:
         w.received_time.FromNanoseconds(1_700_000_000_000_000_001)
     assert got == want
+
+
+def test_a_failing_disk_is_logged_once_a_minute_and_every_failed_batch_counted(tmp_path, caplog):
+    """A full disk fails every batch: the log gets one line per kind (issue 11 item 9), the counter all of them."""
+    import errno
+    import logging
+
+    async def scenario() -> None:
+        counters = Counters()
+        store = Store(tmp_path / "s.db")
+
+        def disk_full(rows) -> None:  # what SQLite raises when the file system is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        store.write_rows = disk_full
+        pipeline = Pipeline(store, Joiner(None, 0, counters), counters)
+        pipeline.start()
+        for i in range(20):
+            try:
+                await pipeline.report([auth_event(f"full-{i}")], "test")
+            except Exception as exc:  # the caller sees the failure and retries later
+                assert "store write failed" in str(exc)
+        await pipeline.close()
+        assert counters.get("store.write_failed", "OSError") == 20
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(scenario())
+    lines = [r for r in caplog.records if "store write of" in r.getMessage()]
+    assert len(lines) == 1
