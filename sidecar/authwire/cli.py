@@ -9,7 +9,7 @@ import logging
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 import grpc
@@ -214,10 +214,15 @@ def cmd_tail(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     # One Tail call returns the backlog and then new records, with no gap and no repeat between them.
     stream = stub.Tail(query_pb2.TailRequest(filters=filters, backlog=args.lines))
+    return _follow(stream, lambda items, first: render.records(items, args.format, out, header=first))
+
+
+def _follow(stream, show: Callable[[list, bool], None]) -> int:
+    """Print a server stream (Tail, TailAlerts) item by item until it ends or ^C; header on the first only."""
     first = True
     try:
-        for record in stream:
-            render.records([record], args.format, out, header=first)
+        for item in stream:
+            show([item], first)
             first = False
     except KeyboardInterrupt:
         stream.cancel()
@@ -287,14 +292,7 @@ def cmd_alerts(args: argparse.Namespace, out: TextIO) -> int:
         alert_render.alerts(response.alerts, args.format, out)
         return 0
     stream = stub.TailAlerts(query_pb2.TailAlertsRequest(filters=filters, backlog=args.lines))
-    first = True
-    try:
-        for alert in stream:
-            alert_render.alerts([alert], args.format, out, header=first)
-            first = False
-    except KeyboardInterrupt:
-        stream.cancel()
-    return 0
+    return _follow(stream, lambda items, first: alert_render.alerts(items, args.format, out, header=first))
 # --- end alerts ---------------------------------------------------------------------------------------
 
 
