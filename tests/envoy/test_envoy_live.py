@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,15 +22,9 @@ from authwire.demo.credentials import DemoCredentials, basic_header
 from authwire.demo.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import query_pb2, record_pb2
-from support import require, start_sidecar, wait_until
+from support import free_port, require, start_sidecar, wait_until
 
 pytestmark = pytest.mark.gateway
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, headers: dict[str, str]) -> tuple[int, str]:

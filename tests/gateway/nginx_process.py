@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from support import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = ROOT / "gateway-plugins" / "lua"
 ADAPTER_DIRS = (ROOT / "gateway-plugins" / "apisix", ROOT / "gateway-plugins" / "kong")
@@ -38,12 +40,6 @@ def missing() -> str | None:
         if not (MODULES / module).exists():
             return f"needs {MODULES / module} (apt-get install libnginx-mod-http-lua)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -16,16 +16,10 @@ import pytest
 
 from authwire.server import SHUTDOWN_GRACE_SECONDS
 from authwire.v1 import ingest_pb2, query_pb2
-from support import auth_event, start_sidecar, wait_until
+from support import auth_event, free_port, start_sidecar, wait_until
 
 MAX_BODY = 1024 * 1024
 IN_FLIGHT = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_bytes(pid: int) -> int:

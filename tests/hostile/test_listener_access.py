@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import stat
 import struct
 import subprocess
@@ -26,13 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authwire.demo.credentials import DemoCredentials
 from authwire.demo.envoy_runner import EnvoyProcess, EnvoyUnavailable, GatewaySpec, envoy_binary
 from authwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
-from support import AUTHWIRE, auth_event, require, start_sidecar, wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import AUTHWIRE, auth_event, free_port, require, start_sidecar, wait_until
 
 
 @pytest.fixture(scope="module")

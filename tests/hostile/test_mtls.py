@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import ipaddress
-import socket
 import ssl
 import struct
 import subprocess
@@ -20,13 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from authwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
-from support import AUTHWIRE, auth_event, start_sidecar
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import AUTHWIRE, auth_event, free_port, start_sidecar
 
 
 def _cert(subject: str, issuer_key, issuer_name, key, ca: bool = False, san_ip: str | None = None):
