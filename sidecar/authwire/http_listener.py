@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from authwire.access import BearerToken
-from authwire.listen import ListenAddress, parse_listen_address
+from authwire.listen import is_loopback_host, parse_listen_address
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def request_is_local(request: web.Request) -> bool:
     if isinstance(sockname, str | bytes):  # AF_UNIX
         return True
     if isinstance(sockname, tuple) and sockname:
-        return ListenAddress("", "tcp", host=str(sockname[0])).is_loopback
+        return is_loopback_host(str(sockname[0]))
     return False
 
 

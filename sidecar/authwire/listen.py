@@ -31,14 +31,17 @@ class ListenAddress:
     @property
     def is_loopback(self) -> bool:
         """True for 127.0.0.0/8, ::1 and `localhost`; False for wildcard and every other address."""
-        if self.kind != "tcp":
-            return False
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return self.kind == "tcp" and is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or `localhost` (a host name, not resolved: only that one name is trusted)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_listen_address(address: str, setting: str) -> ListenAddress:

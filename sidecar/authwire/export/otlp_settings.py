@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from authwire.listen import is_loopback_host
+
 # gRPC metadata keys: lower-case token characters; "-bin" keys carry binary values we never send.
 _HEADER_KEY = re.compile(r"^[0-9a-z_.-]+$")
 _RESERVED_HEADERS = {"content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding",
@@ -67,15 +69,6 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     return host, port
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def parse_headers(items: list[str]) -> tuple[tuple[str, str], ...]:
     out = []
     for item in items:
@@ -97,7 +90,7 @@ def from_config(config: Any) -> OtlpSettings | None:
     if not config.otlp_endpoint:
         return None
     host, port = parse_endpoint(config.otlp_endpoint)
-    tls = bool(config.otlp_ca_file or config.otlp_cert_file) or not (config.otlp_insecure or is_loopback(host))
+    tls = bool(config.otlp_ca_file or config.otlp_cert_file) or not (config.otlp_insecure or is_loopback_host(host))
     if config.otlp_insecure and (config.otlp_ca_file or config.otlp_cert_file):
         raise OtlpSettingError("otlp_insecure: cannot be combined with otlp_ca_file / otlp_cert_file")
     if bool(config.otlp_cert_file) != bool(config.otlp_key_file):
