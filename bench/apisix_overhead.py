@@ -25,7 +25,8 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "gateway"), str(ROOT /
 import apisix_runtime  # noqa: E402
 import nginx_process  # noqa: E402
 from discard_sink import DiscardSink  # noqa: E402
-from plugin_overhead import cpu_seconds, run_wrk  # noqa: E402
+from plugin_overhead import run_wrk  # noqa: E402
+from proc_stats import cpu_seconds  # noqa: E402
 
 from support import start_sidecar  # noqa: E402
 

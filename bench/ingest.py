@@ -16,7 +16,6 @@ own work). Prints one result line per figure:
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from proc_stats import cpu_seconds, rss_mb  # noqa: E402  (bench/proc_stats.py)
+
 from authwire.counters import Counters  # noqa: E402
 from authwire.ingest.validate import validate_batch  # noqa: E402
 from authwire.join.joiner import Joiner  # noqa: E402
@@ -45,17 +46,6 @@ GOAL_RATE = 50_000
 GOAL_CPU_US = 20.0
 GOAL_P99_MS = 50.0
 GOAL_RSS_MB = 300
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) in MB."""
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
 def events(prefix: str, n: int) -> list:

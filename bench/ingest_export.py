@@ -16,7 +16,6 @@ of the machine's CPU as possible; the record count comes from the sidecar's own 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -29,13 +28,13 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests"), str(BENCH.parent / "tests" / "export")]
 import ingest  # noqa: E402  (bench/ingest.py: the drivers)
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2  # noqa: E402
+from proc_stats import cpu_seconds  # noqa: E402  (bench/proc_stats.py)
 from prometheus_server import prometheus_missing, start_prometheus  # noqa: E402
 
 from authwire.export.otlp import EXPORT_METHOD  # noqa: E402
 from authwire.v1 import query_pb2  # noqa: E402
 from support import free_port, start_sidecar, wait_until  # noqa: E402
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REPEATS = 2
 
 
@@ -62,11 +61,6 @@ class NullLogsReceiver:
 
     def stop(self) -> None:
         self.server.stop(grace=None).wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
 def counter(sidecar, name: str, label: str | None = None) -> int:

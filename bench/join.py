@@ -40,6 +40,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "join")]
 
 import grpc  # noqa: E402
 from gateway import basic_authorization  # noqa: E402
+from proc_stats import cpu_seconds  # noqa: E402  (bench/proc_stats.py)
 
 from authwire.demo.lab import Topology  # noqa: E402
 from authwire.store.record_store import Store  # noqa: E402
@@ -194,12 +195,6 @@ def judge_replay(db_path: Path, n: int, seconds: float, cpu: float) -> None:
           f"closed, in grace period): {n / seconds:.0f} records/s joined+stored, sidecar CPU "
           f"{1e6 * cpu / max(n, 1):.0f} us/record; exact {exact}, same connection as the live join {same}, "
           f"wrong {n - same}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all threads (the sidecar: gRPC, join, store writer, kernel poller)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def judge(db_path: Path, topo: Topology, connections: int, load_s: float, all_s: float,

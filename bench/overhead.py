@@ -16,7 +16,6 @@ machine hits all alike. Prints:
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import subprocess
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from proc_stats import cpu_seconds  # noqa: E402  (bench/proc_stats.py)
+
 from authwire.demo.credentials import DemoCredentials  # noqa: E402
 from authwire.demo.envoy_runner import EnvoyProcess, GatewaySpec  # noqa: E402
 from authwire.demo.lab import ClientStack, Lab  # noqa: E402
@@ -50,12 +51,6 @@ def wrk(lab: Lab, host_index: int, url: str, token: str) -> float:
     if non2xx:
         raise RuntimeError(f"wrk saw {non2xx.group(1)} error responses: the token was refused?")
     return float(match.group(1))
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the sidecar, all threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stored(sidecar) -> int:

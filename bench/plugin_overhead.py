@@ -28,6 +28,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "gateway")]
 
 import nginx_process  # noqa: E402
 from discard_sink import DiscardSink  # noqa: E402
+from proc_stats import cpu_seconds  # noqa: E402  (bench/proc_stats.py)
 
 from support import start_sidecar  # noqa: E402
 
@@ -96,12 +97,6 @@ HTTP = """
     }
   }
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (the nginx worker: master_process off makes it one process)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(url: str, seconds: int, who: str, connections: int = CONNECTIONS,

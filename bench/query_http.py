@@ -30,14 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sidecar"))
 
 import query as store_bench  # noqa: E402  (bench/query.py: the store builder)
+from proc_stats import cpu_seconds  # noqa: E402  (bench/proc_stats.py)
 
 GOAL_MS = 100.0
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 def start_web(db: Path) -> tuple[subprocess.Popen, str, str, Path]:
