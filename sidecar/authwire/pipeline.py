@@ -41,6 +41,8 @@ store_failures_log = RateLimitedLog("pipeline.store")
 MAX_BATCH_EVENTS = 10_000  # one report larger than this is refused whole, before any work
 
 Subscriber = Callable[[list[record_pb2.EnrichedRecord]], None]
+# Gets the committed batch's plain rows (store.columns: NAMES order, row[CONN] the Connection or None).
+RowSubscriber = Callable[[list[tuple]], None]
 
 
 GC_YOUNG_THRESHOLD = 20_000
@@ -107,6 +109,7 @@ class Pipeline:
         self._closing = False
         self._lost_logged = False
         self._subscribers: list[tuple[str, Subscriber]] = []
+        self._row_subscribers: list[tuple[str, RowSubscriber]] = []
         self._closed_conns: deque[connection_pb2.Connection] = deque(maxlen=65536)
         if joiner.table is not None:
             joiner.table.add_listener(self._on_connection)
@@ -127,10 +130,17 @@ class Pipeline:
         label = name or getattr(callback, "__qualname__", None) or repr(callback)
         self._subscribers.append((label, callback))
 
-    def _notify(self, records: list[record_pb2.EnrichedRecord]) -> None:
-        for name, callback in self._subscribers:
+    def subscribe_rows(self, callback: RowSubscriber, name: str | None = None) -> None:
+        """Like subscribe, but callback(rows) gets the batch's plain rows (authwire.store.columns: values in
+        NAMES order, row[CONN] the joined Connection message or None) instead of EnrichedRecords: no
+        message is built for it. Rows are shared between subscribers: read-only."""
+        label = name or getattr(callback, "__qualname__", None) or repr(callback)
+        self._row_subscribers.append((label, callback))
+
+    def _notify(self, subscribers: list[tuple[str, Callable[[list], None]]], batch: list) -> None:
+        for name, callback in subscribers:
             try:
-                callback(records)
+                callback(batch)
             except Exception:
                 if not self.counters.get("subscriber.failed", name):
                     log.exception("subscriber %s failed (counted as subscriber.failed{%s})", name, name)
@@ -211,7 +221,9 @@ class Pipeline:
             if self._subscribers:
                 records = [r for _, recs, _ in batch if recs is not None for r in recs]
                 if records:
-                    loop.call_soon(self._notify, records)
+                    loop.call_soon(self._notify, self._subscribers, records)
+            if self._row_subscribers and rows:
+                loop.call_soon(self._notify, self._row_subscribers, rows)
             async with self._committed:
                 self._committed.notify_all()
             if self._closing and not self._pending:

@@ -1,4 +1,4 @@
-"""Pipeline.subscribe: subscribers see each committed batch after its ack; a failing one is counted."""
+"""Pipeline.subscribe / subscribe_rows: subscribers see each committed batch after its ack; a failing one is counted."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 from authwire.counters import Counters
 from authwire.join.joiner import Joiner
 from authwire.pipeline import Pipeline
+from authwire.store.columns import INDEX
 from authwire.store.record_store import Store
 from authwire.v1 import query_pb2
 from support import auth_event
@@ -28,20 +29,29 @@ def test_subscribers_get_committed_records_after_the_ack_and_failures_are_counte
         def broken(records) -> None:
             raise RuntimeError("subscriber bug")
 
+        row_ids: list[list[str]] = []
+
+        def rows(batch) -> None:  # plain rows: same batches, no messages
+            row_ids.append([r[INDEX["request_id"]] for r in batch])
+
         pipeline.subscribe(broken, name="broken")
         pipeline.subscribe(good, name="good")
+        pipeline.subscribe_rows(rows, name="rows")
+        pipeline.subscribe_rows(broken, name="broken_rows")
         pipeline.start()
         response = await pipeline.report([auth_event("s-1"), auth_event("s-2")], "test")
         acked.append(response.accepted == 2)
         await pipeline.report([auth_event("s-3")], "test")
         for _ in range(100):
-            if len(seen) == 2:
+            if len(seen) == 2 and len(row_ids) == 2:
                 break
             await asyncio.sleep(0.01)
         await pipeline.close()
         assert seen == [(["s-1", "s-2"], True), (["s-3"], True)]
         assert counters.get("subscriber.failed", "broken") == 2
         assert counters.get("subscriber.failed", "good") == 0
+        assert row_ids == [["s-1", "s-2"], ["s-3"]]
+        assert counters.get("subscriber.failed", "broken_rows") == 2
 
     asyncio.run(scenario())
 
