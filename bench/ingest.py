@@ -5,12 +5,12 @@ for DURATION seconds, each sending batches of BATCH events and waiting for the a
 commit). Measures the sidecar's own CPU (utime + stime of every thread, /proc) per record and its RSS at the
 end. Then a paced run offers PACED_RATE records/s in PACED_BATCH-event batches and reports the ack latency.
 Finally an in-process profile of the same stages on the same batches gives the per-stage us/record
-breakdown (the rest of the measured CPU is gRPC request handling, the event loop and the subscribers'
-own work). Prints one result line per figure:
+breakdown (the rest of the measured CPU is gRPC request handling, the event loop and SQLite
+checkpoints). Prints one result line per figure:
 
   ingest (SQLite + JSONL): <r> records/s ...; sidecar CPU <us> us/record; RSS <MB> MB     (goal >= 50,000/s)
   ingest_paced: <r> records/s offered ...; ack p50 / p99                                    (goal p99 <= 50 ms)
-  ingest_stages: decode <us> validate <us> join <us> row <us> store <us> jsonl <us> subscribers <us> ...
+  ingest_stages: decode <us> validate <us> join <us> row <us> store <us> jsonl <us> detect <us> ...
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from proc_stats import cpu_seconds, rss_mb  # noqa: E402  (bench/proc_stats.py)
 
 from authwire.counters import Counters  # noqa: E402
+from authwire.detect.engine import DetectionEngine  # noqa: E402
+from authwire.detect.settings import DetectSettings  # noqa: E402
 from authwire.ingest.validate import validate_batch  # noqa: E402
 from authwire.join.joiner import Joiner  # noqa: E402
-from authwire.pipeline import subscriber_records  # noqa: E402
 from authwire.store.columns import plain_row  # noqa: E402
 from authwire.store.jsonl import JsonlSink  # noqa: E402
 from authwire.store.record_store import Store  # noqa: E402
@@ -127,7 +128,8 @@ def stages(tmp: Path, rounds: int = 40) -> dict[str, float]:
     store = Store(tmp / "stages.db")
     jsonl = JsonlSink(tmp / "stages.jsonl", 0, 0, counters)
     joiner = Joiner(None, 0, counters)
-    spent = dict.fromkeys(["decode", "validate", "join", "row", "store", "jsonl", "subscribers"], 0.0)
+    detector = DetectionEngine(DetectSettings(), None, counters)  # serve's default row subscriber
+    spent = dict.fromkeys(["decode", "validate", "join", "row", "store", "jsonl", "detect"], 0.0)
     for _ in range(rounds):
         marks = [time.process_time()]
         batch = ingest_pb2.ReportRequest.FromString(request)
@@ -143,7 +145,7 @@ def stages(tmp: Path, rounds: int = 40) -> dict[str, float]:
         marks.append(time.process_time())
         jsonl.write(rows, store.connection_json)
         marks.append(time.process_time())
-        subscriber_records(good, joined, now)
+        detector.process(rows)  # the rows as Pipeline.subscribe_rows hands them over: no message built
         marks.append(time.process_time())
         for name, a, b in zip(spent, marks, marks[1:], strict=False):
             spent[name] += b - a
@@ -190,7 +192,7 @@ def main() -> int:
     print("ingest_stages (CPU us/record, in-process profile of the same batches): "
           + " ".join(f"{k} {v:.1f}" for k, v in per.items())
           + f"; sum {listed:.1f}; the rest of the sidecar's {cpu_per_record:.1f} (gRPC handling, event loop, "
-            f"detections' own work, SQLite checkpoints) {rest:.1f}")
+            f"SQLite checkpoints) {rest:.1f}")
     return 0
 
 

@@ -162,7 +162,7 @@ async def _run(config: Config, running: contextlib.AsyncExitStack) -> None:
     running.push_async_callback(detector.close)
     pipeline = Pipeline(store, Joiner(table, config.join_wait, counters), counters, jsonl)
     if settings.enabled:
-        pipeline.subscribe(detector.submit, name="detect")
+        pipeline.subscribe_rows(detector.submit, name="detect")
     if exporter is not None:
         exporter.subscribe(pipeline, detector)
     tune_gc()  # after start-up: what exists now is frozen out of the collector's scans

@@ -1,9 +1,14 @@
-"""Crafted EnrichedRecords for the detection tests: only the fields the detections read, set on purpose."""
+"""Crafted records for the detection tests: only the fields the detections read, set on purpose.
+
+`message()` builds the EnrichedRecord; `record()` returns what the engine gets from the pipeline, its plain row
+(authwire.store.columns.plain_row, via plain_row_of); `replace()` changes a row's fields by column name.
+"""
 
 from __future__ import annotations
 
 import itertools
 
+from authwire.store.columns import INDEX, plain_row_of
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import connection_pb2, record_pb2
 
@@ -16,7 +21,7 @@ SAFARI_MAC = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 
 _ids = itertools.count(1)
 
 
-def record(t: float, ip: str = "198.51.100.7", outcome: int = ae.AUTH_OUTCOME_FAILURE, credential: str = "",
+def message(t: float, ip: str = "198.51.100.7", outcome: int = ae.AUTH_OUTCOME_FAILURE, credential: str = "",
            signature: str = LINUX, hops: int = 0, os_hint: str = "linux", uid: str = "", user_agent: str = "curl/8",
            gateway_conn: int = 0, consumer: str = "", jti_hash: str = "", method: int = ae.AUTH_METHOD_BASIC,
            exact: bool = True, rtt_us: int = 300) -> record_pb2.EnrichedRecord:
@@ -45,5 +50,22 @@ def record(t: float, ip: str = "198.51.100.7", outcome: int = ae.AUTH_OUTCOME_FA
     return r
 
 
-def success(t: float, **kw) -> record_pb2.EnrichedRecord:
+def record(t: float, **kw) -> tuple:
+    """The plain row of message(t, **kw): what Pipeline.subscribe_rows hands the engine."""
+    return plain_row_of(message(t, **kw))
+
+
+def replace(row: tuple, **values) -> tuple:
+    """The row with some fields (authwire.store.columns NAMES) changed."""
+    out = list(row)
+    for name, value in values.items():
+        out[INDEX[name]] = value
+    return tuple(out)
+
+
+def request_id(row: tuple) -> str:
+    return row[INDEX["request_id"]]
+
+
+def success(t: float, **kw) -> tuple:
     return record(t, outcome=ae.AUTH_OUTCOME_SUCCESS, **kw)

@@ -7,7 +7,7 @@ from authwire.detect.engine import UPDATE_EVERY_S, DetectionEngine
 from authwire.detect.settings import DetectSettings
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import record_pb2
-from tests.detect.crafted import BARE, CHROME_WINDOWS, LINUX, SAFARI_MAC, WINDOWS, record, success
+from tests.detect.crafted import BARE, CHROME_WINDOWS, LINUX, SAFARI_MAC, WINDOWS, record, replace, request_id, success
 
 
 def alerts_of(engine: DetectionEngine, records, detection: str | None = None) -> dict[str, record_pb2.Alert]:
@@ -101,7 +101,7 @@ def test_credential_replay_concurrent_use_is_critical(engine):
     alert = next(iter(found.values()))
     assert alert.severity == record_pb2.ALERT_SEVERITY_CRITICAL
     assert alert.key == "credential=key-alice" and alert.client.ip == "203.0.113.99"
-    assert replay[0].event.request_id in alert.request_ids
+    assert request_id(replay[0]) in alert.request_ids
     assert alert.stack == f"{BARE}/hops=0"
 
 
@@ -247,9 +247,7 @@ def test_open_alerts_are_bounded(engine):
 def test_gateways_that_name_no_credential_still_get_stuffing_alerts(engine):
     # Envoy's basic_auth and jwt_authn report a rejected request without the username or subject it tried
     e = engine(enabled=("stack_stuffing", "keepalive_stuffing"))
-    rows = stuffing(1000.0, n=30, ips=15, creds=1)
-    for r in rows:
-        r.event.auth.credential_id = ""
+    rows = [replace(r, credential_id="") for r in stuffing(1000.0, n=30, ips=15, creds=1)]
     rows += [record(2000.0 + i * 0.01, uid="Cenvoy", credential="") for i in range(25)]
     found = alerts_of(e, rows)
     assert sorted(a.detection for a in found.values()) == ["keepalive_stuffing", "stack_stuffing"]
@@ -264,8 +262,7 @@ def test_jwt_users_are_told_apart_by_subject_not_the_signing_key_id(engine):
     e = engine(enabled=("credential_replay",))
     rows = [success(1000.0 + i, ip=f"10.{i}.0.1", signature=[LINUX, WINDOWS, BARE][i % 3], consumer=f"user{i}",
                     credential="issuer-key-1", method=ae.AUTH_METHOD_JWT) for i in range(30)]
-    for r in rows:
-        r.event.auth.jwt.sub = r.event.auth.consumer
+    rows = [replace(r, jwt_sub=f"user{i}") for i, r in enumerate(rows)]
     assert alerts_of(e, rows) == {}
 
 

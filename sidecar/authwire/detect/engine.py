@@ -1,9 +1,10 @@
 """The detection engine: runs every enabled detector on each committed record, after the ack, and keeps alerts.
 
-Data path: Pipeline.subscribe(engine.submit) hands over each committed batch on the event loop; submit only
-queues it (bounded: beyond `detect_queue` records a batch is dropped and counted as
+Data path: Pipeline.subscribe_rows(engine.submit) hands over each committed batch's plain rows
+(authwire.store.columns; no EnrichedRecord is built for the detections) on the event loop; submit only
+queues them (bounded: beyond `detect_queue` records a batch is dropped and counted as
 `detect.dropped{queue_full}`), so detection never delays an ack. The engine's own task takes batches off
-the queue, reads each record's few fields once (authwire.detect.fields) and gives them to every detector.
+the queue, reads each row's few fields once (authwire.detect.fields) and gives them to every detector.
 
 Deduplication: an alert is about one (detection, key). The first match raises it (written at once); further
 matches of the same key update it (counts, samples, last_time) and it is rewritten at most every
@@ -130,7 +131,7 @@ class DetectionEngine:
         self._open: OrderedDict[tuple[str, object], _Open] = OrderedDict()
         self._max_open = settings.max_keys * max(len(self.detectors), 1)
         self._forced: list[_Open] = []  # forgotten while dirty: written with the next commit
-        self._queue: deque[list[record_pb2.EnrichedRecord]] = deque()
+        self._queue: deque[list[tuple]] = deque()  # committed plain rows (shared, read-only)
         self._queued = 0
         self._wakeup: asyncio.Event | None = None
         self._written: asyncio.Condition | None = None
@@ -141,13 +142,13 @@ class DetectionEngine:
         self._seen_rate_limited = 0
 
     # --- the hooks --------------------------------------------------------------------------------------
-    def submit(self, records: list[record_pb2.EnrichedRecord]) -> None:
-        """Pipeline subscriber: queue a committed batch (fast; drops beyond the bound, counted)."""
-        if self._queued + len(records) > self.settings.queue or self._closing:
-            self.counters.inc("detect.dropped", "queue_full" if not self._closing else "closing", len(records))
+    def submit(self, rows: list[tuple]) -> None:
+        """Pipeline row subscriber: queue a committed batch's plain rows (fast; drops beyond the bound, counted)."""
+        if self._queued + len(rows) > self.settings.queue or self._closing:
+            self.counters.inc("detect.dropped", "queue_full" if not self._closing else "closing", len(rows))
             return
-        self._queue.append(records)
-        self._queued += len(records)
+        self._queue.append(rows)
+        self._queued += len(rows)
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -156,21 +157,21 @@ class DetectionEngine:
         self._subscribers.append((name or getattr(callback, "__qualname__", repr(callback)), callback))
 
     # --- the work ---------------------------------------------------------------------------------------
-    def process(self, records: Sequence[record_pb2.EnrichedRecord]) -> None:
-        """Run every detector on each record (synchronous; the engine's task calls it in slices)."""
+    def process(self, rows: Sequence[tuple]) -> None:
+        """Run every detector on each record's plain row (synchronous; the engine's task calls it in slices)."""
         f = self._fields
         by_outcome = self._by_outcome
         every = self._every_outcome
         hit = self._hit
         start = time.thread_time_ns()
-        for record in records:
-            f.fill(record)
+        for row in rows:
+            f.fill(row)
             for detector in by_outcome.get(f.outcome, every):
                 key = detector.observe(f)
                 if key is not None:
                     hit(detector, key, f)
         self.counters.inc("detect.cpu_ns", n=time.thread_time_ns() - start)
-        self.counters.inc("detect.records", n=len(records))
+        self.counters.inc("detect.records", n=len(rows))
 
     def _hit(self, detector: Detector, key, f: RecordFields) -> None:
         ident = (detector.name, key)

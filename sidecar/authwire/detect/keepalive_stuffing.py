@@ -51,10 +51,10 @@ class KeepaliveStuffing:
             return None
         key = f.uid
         if not key:
-            event = f.event
-            if not event.gateway_connection_id:
+            connection_id = f.gateway_connection_id
+            if not connection_id:
                 return None
-            key = f"{event.gateway.node}#{event.gateway_connection_id}"
+            key = f"{f.gateway_node}#{connection_id}"
         conn = self._connections.get(key)
         if conn is None:
             conn = self._connections.get_or_make(key, lambda: _Connection(f, self._tally))
@@ -62,7 +62,7 @@ class KeepaliveStuffing:
             self._connections.touch(key)
         failures = conn.failures
         failures.expire(f.time - self.window)
-        failures.add(f.time, f.client_ip, f.credential, f.event.request_id, key if f.conn is not None else "")
+        failures.add(f.time, f.client_ip, f.credential, f.request_id, key if f.conn is not None else "")
         if len(failures.entries) >= self.min_failures and credentials_enough(failures, self.min_credentials):
             return key
         return None

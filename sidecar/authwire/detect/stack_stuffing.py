@@ -95,7 +95,7 @@ class StackStuffing:
         t = f.time
         failures = stack.failures
         failures.expire(t - self.window)
-        failures.add(t, ip, f.credential, f.event.request_id, f.uid)
+        failures.add(t, ip, f.credential, f.request_id, f.uid)
         if self._is_bad(stack, signature, f.hops, ip, t):
             stack.bad[ip] = None
         elif ip in stack.bad:

@@ -75,7 +75,7 @@ class UaStackMismatch:
         hint = f.os_hint
         if hint not in _CHECKED_HINTS or not f.signature:
             return None
-        ua = f.event.http.user_agent
+        ua = f.user_agent
         claim = self._ua.get(ua)
         if claim is None:
             if len(self._ua) >= UA_CACHE:
