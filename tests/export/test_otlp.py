@@ -16,6 +16,7 @@ from otlp_receiver import LogsReceiver
 
 from authwire.export.otlp_logs import RecordEncoder, export_request, log_record, resource_head
 from authwire.export.otlp_settings import OtlpSettingError, parse_endpoint, parse_headers
+from authwire.store.columns import CONN, plain_row_of
 from authwire.v1 import auth_event_pb2 as pb
 from authwire.v1 import connection_pb2, ingest_pb2, query_pb2, record_pb2
 from support import AUTHWIRE, auth_event, free_port, start_sidecar, wait_until
@@ -249,14 +250,28 @@ def records(draw) -> record_pb2.EnrichedRecord:
     return record
 
 
+def pipeline_rows(batch: list[record_pb2.EnrichedRecord]) -> list[tuple]:
+    """The plain rows the pipeline would hand the exporter: rows of one connection (same facts) share one
+    Connection object, as they do in the pipeline (the store's kept facts)."""
+    shared: dict[bytes, connection_pb2.Connection] = {}
+    rows = []
+    for record in batch:
+        row = plain_row_of(record)
+        if row[CONN] is not None:
+            row = (*row[:CONN], shared.setdefault(row[CONN].SerializeToString(deterministic=True), row[CONN]))
+        rows.append(row)
+    return rows
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(records(), min_size=1, max_size=6))
 def test_fast_encoding_equals_the_message_built_log_record(batch):
-    """The cached, concatenated encoding parses to exactly the LogRecord built from messages, also when the
-    caches are shared between records (same connection uid, same route) that differ elsewhere."""
+    """The cached, concatenated encoding of a plain row parses to exactly the LogRecord built from the
+    record's messages, also when the caches are shared between records (same connection, same route) that
+    differ elsewhere."""
     encoder = RecordEncoder()
-    for record in batch:
-        fast = logs_pb2.LogRecord.FromString(encoder.encode(record))
+    for record, row in zip(batch, pipeline_rows(batch), strict=True):
+        fast = logs_pb2.LogRecord.FromString(encoder.encode(row))
         reference = log_record(record)
         assert {kv.key: kv.value for kv in fast.attributes} == {kv.key: kv.value for kv in reference.attributes}
         assert len(fast.attributes) == len(reference.attributes)
@@ -269,8 +284,8 @@ def test_export_request_envelope_parses_with_one_resource_per_gateway():
     encoder = RecordEncoder()
     a, b = (record_pb2.EnrichedRecord(event=auth_event(i)) for i in ("a", "b"))
     b.event.gateway.node = "gw-2"
-    body = export_request([(resource_head(1, "gw-1", "3.18.0"), [encoder.encode(a)]),
-                           (resource_head(1, "gw-2", "3.18.0"), [encoder.encode(b)])])
+    body = export_request([(resource_head(1, "gw-1", "3.18.0"), [encoder.encode(plain_row_of(a))]),
+                           (resource_head(1, "gw-2", "3.18.0"), [encoder.encode(plain_row_of(b))])])
     request = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
     assert [len(rl.scope_logs[0].log_records) for rl in request.resource_logs] == [1, 1]
     nodes = [{kv.key: kv.value.string_value for kv in rl.resource.attributes}["authwire.gateway.node"]
@@ -321,7 +336,7 @@ def test_alerts_are_exported_as_authwire_alert_log_records():
             self.callback = callback
 
     class Pipeline:
-        def subscribe(self, callback, name=None):
+        def subscribe_rows(self, callback, name=None):
             self.callback = callback
 
     async def scenario() -> None:
@@ -366,7 +381,7 @@ def test_an_internal_error_drops_its_batch_counted_and_export_goes_on():
         exporter.offer([object(), object()])  # not records: encoding fails (a stand-in for a bug)
         await asyncio.to_thread(wait_until, lambda: counters.get("otlp.dropped", "internal_error") == 2, 10,
                                 "the failed batch to be counted")
-        exporter.offer([record_pb2.EnrichedRecord(event=auth_event("after-bug"))])
+        exporter.offer([plain_row_of(record_pb2.EnrichedRecord(event=auth_event("after-bug")))])
         await asyncio.to_thread(wait_until, lambda: receiver.count() == 1, 10, "the next batch to be exported")
         await exporter.close()
 

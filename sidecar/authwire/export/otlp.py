@@ -1,6 +1,7 @@
-"""OTLP log export: every committed EnrichedRecord (and alert) to an OpenTelemetry Collector over gRPC.
+"""OTLP log export: every committed record (and alert) to an OpenTelemetry Collector over gRPC.
 
-The pipeline hands each committed batch to `offer` on the event loop; it only appends to a bounded queue.
+The pipeline hands each committed batch's plain rows (Pipeline.subscribe_rows) to `offer` on the event
+loop; it only appends to a bounded queue.
 One sender task takes up to otlp_batch_records at a time, encodes them (authwire.export.otlp_logs) in a
 worker thread, and calls LogsService/Export. Failures the OTLP spec calls retryable (UNAVAILABLE,
 DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ...) are retried with exponential backoff and jitter for up to
@@ -27,7 +28,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from authwire.counters import Counters
-from authwire.export.otlp_logs import RecordEncoder, alert_log_record, export_request, resource_head
+from authwire.export.otlp_logs import RecordEncoder, alert_log_record, export_request, gateway_of, resource_head
 from authwire.export.otlp_settings import OtlpSettings, from_config, resolve
 from authwire.v1 import record_pb2
 
@@ -64,8 +65,8 @@ class OtlpExporter:
     def __init__(self, settings: OtlpSettings, counters: Counters) -> None:
         self.settings = settings
         self.counters = counters
-        # EnrichedRecords (shared with the other subscribers, read-only) and alerts as encoded LogRecord bytes
-        self._queue: collections.deque[record_pb2.EnrichedRecord | bytes] = collections.deque()
+        # Plain rows (shared with the other subscribers, read-only) and alerts as encoded LogRecord bytes
+        self._queue: collections.deque[tuple | bytes] = collections.deque()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._encoder = RecordEncoder()
@@ -80,8 +81,8 @@ class OtlpExporter:
 
     # --- intake (event loop; must return fast) ---
 
-    def offer(self, records: list[record_pb2.EnrichedRecord]) -> None:
-        """Pipeline subscriber: queue the committed batch (read-only references, no copy)."""
+    def offer(self, records: list[tuple]) -> None:
+        """Pipeline row subscriber: queue the committed batch's plain rows (read-only references, no copy)."""
         room = self.settings.queue_records - self.queued()
         if self._closing:
             self.counters.inc("otlp.dropped", "shutdown", len(records))
@@ -103,7 +104,7 @@ class OtlpExporter:
 
     def subscribe(self, pipeline: Any, detector: Any = None) -> None:
         """Export what the pipeline commits and, when detections run, the alerts they raise or update."""
-        pipeline.subscribe(self.offer, name="otlp")
+        pipeline.subscribe_rows(self.offer, name="otlp")
         if detector is not None:
             detector.subscribe_alerts(self.offer_alert, name="otlp")
 
@@ -192,7 +193,7 @@ class OtlpExporter:
             head = self._heads[key] = resource_head(*key)
         return head
 
-    def _encode(self, items: list[record_pb2.EnrichedRecord | bytes]) -> list[tuple[bytes, int]]:
+    def _encode(self, items: list[tuple | bytes]) -> list[tuple[bytes, int]]:
         """Encoded ExportLogsServiceRequests (each under MAX_REQUEST_BYTES) and their record counts."""
         requests: list[tuple[bytes, int]] = []
         groups: dict[bytes, list[bytes]] = {}
@@ -201,8 +202,7 @@ class OtlpExporter:
             if isinstance(item, bytes):  # an alert: no gateway in its resource
                 head, encoded = self._head((0, "", "")), item
             else:
-                g = item.event.gateway
-                head, encoded = self._head((g.kind, g.node, g.version)), self._encoder.encode(item)
+                head, encoded = self._head(gateway_of(item)), self._encoder.encode(item)
             if size + len(encoded) > MAX_REQUEST_BYTES and count:
                 requests.append((export_request(groups.items()), count))
                 groups, size, count = {}, 0, 0

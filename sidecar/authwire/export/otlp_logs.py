@@ -1,24 +1,26 @@
-"""EnrichedRecord (and Alert) -> OTLP LogRecord: which attributes, and how they are encoded fast.
+"""A committed record (and an Alert) -> OTLP LogRecord: which attributes, and how they are encoded fast.
 
 Attributes follow the OpenTelemetry semantic conventions where one exists (client.*, server.*, network.*,
 http.*, url.path, user_agent.original) and `authwire.*` for the rest. The mapping is written once, as
-(key, value) pairs per block of related fields (`*_attributes` below).
+(key, value) pairs per block of related fields (`*_attributes` below), each block mapped from a tuple of
+plain values.
 
 Speed: building every KeyValue as a protobuf message costs ~1 us per attribute in Python (~20 us a record),
-so the export would cost more CPU than the whole ingest path. Instead each block is encoded once with the
-opentelemetry-proto messages (LogRecord(attributes=...).SerializeToString()) and cached by the fields it
-comes from: records of one connection, one route, one consumer share them. A record is then the
-concatenation of its blocks' bytes plus the few per-record fields, which is a valid LogRecord encoding
-because protobuf parses concatenated encodings of a message as their merge (repeated fields append).
-`log_record()` builds the same LogRecord from messages only: the reference the tests compare against.
+so the export would cost more CPU than the whole ingest path. The exporter gets the pipeline's plain rows
+(Pipeline.subscribe_rows: no EnrichedRecord is built, no protobuf field read per record), and each block's
+values are a slice of the row. Each block is encoded once (hand-framed attributes) and cached by those
+values: records of one connection, one route, one consumer share them. A record is then the concatenation
+of its blocks' bytes plus the few per-record fields, which is a valid LogRecord encoding because protobuf
+parses concatenated encodings of a message as their merge (repeated fields append).
+`log_record()` builds the same LogRecord from an EnrichedRecord's messages only, with opentelemetry-proto's
+messages: the reference the tests compare the fast path against.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
@@ -27,6 +29,7 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 
 from authwire import __version__
 from authwire.records import short_enum
+from authwire.store.columns import CONN, CONTAINERS, INDEX, PRESENT
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import connection_pb2, record_pb2
 
@@ -54,56 +57,85 @@ _check_descriptors()
 
 
 # --- the mapping ----------------------------------------------------------------------------------------
+# Each block is mapped from a tuple of plain values. The fast path takes those tuples straight out of the
+# pipeline's plain rows (slices of authwire.store.columns NAMES order, also the blocks' cache keys); the
+# reference (log_record) reads the same values out of an EnrichedRecord's messages.
 
-def peer_attributes(event: ae.AuthEvent) -> list[tuple[str, Value]]:
-    """Who talked to whom. client.* is the client as the gateway understood it (X-Forwarded-For when set);
-    network.peer.* is always the TCP peer, network.local.* the gateway's socket."""
+# The request block's values, in plain-row order (two slices of it) + the gateway kind, the server address
+# and whether the JWT claims are present.
+REQUEST_FIELDS = ("http_method", "host", "path", "status", "user_agent", "route_id", "service_id", "auth_method",
+                  "outcome", "plugin", "consumer", "credential_id", "reason", "message", "jwt_iss", "jwt_sub",
+                  "jwt_aud", "jwt_kid", "jwt_exp", "jwt_iat", "jwt_jti_hash", "jwt_alg", "gateway_kind",
+                  "server_ip", "has_jwt")
+# The peer block's values, in plain-row order (one slice of it).
+PEER_FIELDS = ("client_ip", "client_port", "server_ip", "server_port", "forwarded_for")
+
+
+def request_values(event: ae.AuthEvent) -> tuple:
+    """REQUEST_FIELDS of an AuthEvent, from its messages (the reference)."""
+    http, auth, jwt = event.http, event.auth, event.auth.jwt
+    return (http.method, http.host, http.path, http.status, http.user_agent, event.route_id, event.service_id,
+            auth.method, auth.outcome, auth.plugin, auth.consumer, auth.credential_id, auth.reason, auth.message,
+            jwt.iss, jwt.sub, jwt.aud, jwt.kid, jwt.exp, jwt.iat, jwt.jti_hash, jwt.alg, event.gateway.kind,
+            event.server.ip, auth.HasField("jwt"))
+
+
+def peer_values(event: ae.AuthEvent) -> tuple:
+    """PEER_FIELDS of an AuthEvent, from its messages (the reference)."""
+    return event.client.ip, event.client.port, event.server.ip, event.server.port, event.forwarded_for
+
+
+def peer_attributes(peer: tuple) -> list[tuple[str, Value]]:
+    """Who talked to whom (PEER_FIELDS). client.* is the client as the gateway understood it (X-Forwarded-For
+    when set); network.peer.* is always the TCP peer, network.local.* the gateway's socket."""
+    client_ip, client_port, server_ip, server_port, forwarded_for = peer
     out: list[tuple[str, Value]] = []
-    if event.forwarded_for:
-        out.append(("client.address", event.forwarded_for))
-    elif event.client.ip:
-        out += [("client.address", event.client.ip), ("client.port", event.client.port)]
-    if event.client.ip:
-        out += [("network.peer.address", event.client.ip), ("network.peer.port", event.client.port),
-                ("network.type", "ipv6" if ":" in event.client.ip else "ipv4")]
-    if event.server.ip:
-        out += [("network.local.address", event.server.ip), ("network.local.port", event.server.port)]
-    if event.server.port:
-        out.append(("server.port", event.server.port))
+    if forwarded_for:
+        out.append(("client.address", forwarded_for))
+    elif client_ip:
+        out += [("client.address", client_ip), ("client.port", client_port)]
+    if client_ip:
+        out += [("network.peer.address", client_ip), ("network.peer.port", client_port),
+                ("network.type", "ipv6" if ":" in client_ip else "ipv4")]
+    if server_ip:
+        out += [("network.local.address", server_ip), ("network.local.port", server_port)]
+    if server_port:
+        out.append(("server.port", server_port))
     out.append(("network.transport", "tcp"))
     return out
 
 
-def request_attributes(event: ae.AuthEvent) -> list[tuple[str, Value]]:
-    """The HTTP request and its authentication (everything but the per-request ids, sizes and times)."""
-    http, auth = event.http, event.auth
+def request_attributes(request: tuple) -> list[tuple[str, Value]]:
+    """The HTTP request and its authentication (REQUEST_FIELDS: everything but the per-request ids, sizes
+    and times)."""
+    (method, host, path, status, user_agent, route_id, service_id, auth_method, outcome, plugin, consumer,
+     credential_id, reason, message, iss, sub, aud, kid, exp, iat, jti_hash, alg, gateway_kind, server_ip,
+     has_jwt) = request
     out: list[tuple[str, Value]] = []
-    server = http.host or event.server.ip
+    server = host or server_ip
     if server:
         out.append(("server.address", server))
-    for key, value in (("http.request.method", http.method), ("url.path", http.path),
-                       ("user_agent.original", http.user_agent), ("authwire.route.id", event.route_id),
-                       ("authwire.service.id", event.service_id), ("authwire.auth.plugin", auth.plugin),
-                       ("authwire.auth.consumer", auth.consumer),
-                       ("authwire.auth.credential_id", auth.credential_id),
-                       ("authwire.auth.message", auth.message)):
+    for key, value in (("http.request.method", method), ("url.path", path),
+                       ("user_agent.original", user_agent), ("authwire.route.id", route_id),
+                       ("authwire.service.id", service_id), ("authwire.auth.plugin", plugin),
+                       ("authwire.auth.consumer", consumer),
+                       ("authwire.auth.credential_id", credential_id),
+                       ("authwire.auth.message", message)):
         if value:
             out.append((key, value))
-    if http.status:
-        out.append(("http.response.status_code", http.status))
-    out += [("authwire.auth.method", short_enum(ae.AuthMethod, auth.method)),
-            ("authwire.auth.outcome", short_enum(ae.AuthOutcome, auth.outcome))]
-    if auth.reason:
-        out.append(("authwire.auth.reason", short_enum(ae.FailureReason, auth.reason)))
-    if auth.HasField("jwt"):
-        jwt = auth.jwt
-        for key, value in (("iss", jwt.iss), ("sub", jwt.sub), ("aud", jwt.aud), ("kid", jwt.kid),
-                           ("alg", jwt.alg), ("jti_hash", jwt.jti_hash), ("exp", jwt.exp), ("iat", jwt.iat)):
+    if status:
+        out.append(("http.response.status_code", status))
+    out += [("authwire.auth.method", short_enum(ae.AuthMethod, auth_method)),
+            ("authwire.auth.outcome", short_enum(ae.AuthOutcome, outcome))]
+    if reason:
+        out.append(("authwire.auth.reason", short_enum(ae.FailureReason, reason)))
+    if has_jwt:
+        for key, value in (("iss", iss), ("sub", sub), ("aud", aud), ("kid", kid), ("alg", alg),
+                           ("jti_hash", jti_hash), ("exp", exp), ("iat", iat)):
             if value:
                 out.append((f"authwire.auth.jwt.{key}", value))
-    gateway = event.gateway
-    if gateway.kind:
-        out.append(("authwire.gateway.kind", short_enum(ae.GatewayKind, gateway.kind)))
+    if gateway_kind:
+        out.append(("authwire.gateway.kind", short_enum(ae.GatewayKind, gateway_kind)))
     return out
 
 
@@ -127,14 +159,13 @@ def connection_attributes(conn: connection_pb2.Connection) -> list[tuple[str, Va
     return out
 
 
-def join_attributes(record: record_pb2.EnrichedRecord) -> list[tuple[str, Value]]:
+def join_attributes(status: int, behind_proxy: bool, conn: connection_pb2.Connection | None
+                    ) -> list[tuple[str, Value]]:
     """How the record was joined, and the connection's facts that change while it lives."""
-    join = record.join
-    out: list[tuple[str, Value]] = [("authwire.join.status", _JOIN_STATUS[join.status])]
-    if join.behind_proxy:
+    out: list[tuple[str, Value]] = [("authwire.join.status", _JOIN_STATUS[status])]
+    if behind_proxy:
         out.append(("authwire.join.behind_proxy", True))
-    if record.HasField("connection"):
-        conn = record.connection
+    if conn is not None:
         out.append(("authwire.connection.state", _CONN_STATE[conn.state]))
         retransmits = conn.to_server.retransmits + conn.to_client.retransmits
         if retransmits:
@@ -178,25 +209,27 @@ def resource_attributes(kind: int, node: str, version: str) -> list[tuple[str, V
     return out
 
 
-def record_severity(event: ae.AuthEvent) -> tuple[int, str]:
-    return SEVERITY_WARN if event.auth.outcome == ae.AUTH_OUTCOME_FAILURE else SEVERITY_INFO
+def record_severity(outcome: int) -> tuple[int, str]:
+    return SEVERITY_WARN if outcome == ae.AUTH_OUTCOME_FAILURE else SEVERITY_INFO
 
 
-def record_body(event: ae.AuthEvent) -> str:
-    """One human line, e.g. 'GET /orders 401 jwt failure expired'."""
-    auth = event.auth
-    words = [event.http.method or "-", event.http.path or "-", str(event.http.status or "-"),
-             short_enum(ae.AuthMethod, auth.method), short_enum(ae.AuthOutcome, auth.outcome)]
-    if auth.reason:
-        words.append(short_enum(ae.FailureReason, auth.reason))
+def record_body(request: tuple) -> str:
+    """One human line of REQUEST_FIELDS, e.g. 'GET /orders 401 jwt failure expired'."""
+    method, _, path, status, *_ = request
+    auth_method, outcome, reason = request[7], request[8], request[12]
+    words = [method or "-", path or "-", str(status or "-"),
+             short_enum(ae.AuthMethod, auth_method), short_enum(ae.AuthOutcome, outcome)]
+    if reason:
+        words.append(short_enum(ae.FailureReason, reason))
     return " ".join(words)
 
 
-def link_attributes(record: record_pb2.EnrichedRecord) -> list[tuple[str, Value]]:
+def link_attributes(peer: tuple, status: int, behind_proxy: bool, conn: connection_pb2.Connection | None
+                    ) -> list[tuple[str, Value]]:
     """Peer, join and connection: the same for the records of one connection (one cache entry)."""
-    out = peer_attributes(record.event) + join_attributes(record)
-    if record.HasField("connection"):
-        out += connection_attributes(record.connection)
+    out = peer_attributes(peer) + join_attributes(status, behind_proxy, conn)
+    if conn is not None:
+        out += connection_attributes(conn)
     return out
 
 
@@ -219,15 +252,20 @@ def key_values(pairs: Iterable[tuple[str, Value]]) -> list[common_pb2.KeyValue]:
 
 
 def log_record(record: record_pb2.EnrichedRecord) -> logs_pb2.LogRecord:
-    """The LogRecord for one record, from messages only (the reference; encode_record is the fast path)."""
+    """The LogRecord for one record, from its messages only (the reference; RecordEncoder.encode is the fast
+    path, from plain rows)."""
     event = record.event
-    severity, text = record_severity(event)
-    pairs = [*request_attributes(event), *link_attributes(record), *per_record_attributes(record)]
+    request = request_values(event)
+    severity, text = record_severity(event.auth.outcome)
+    conn = record.connection if record.HasField("connection") else None
+    pairs = [*request_attributes(request),
+             *link_attributes(peer_values(event), record.join.status, record.join.behind_proxy, conn),
+             *per_record_attributes(record)]
     return logs_pb2.LogRecord(
         time_unix_nano=event.start_time.ToNanoseconds(),
         observed_time_unix_nano=record.received_time.ToNanoseconds(),
         severity_number=severity, severity_text=text, event_name=RECORD_EVENT,
-        body=common_pb2.AnyValue(string_value=record_body(event)), attributes=key_values(pairs))
+        body=common_pb2.AnyValue(string_value=record_body(request)), attributes=key_values(pairs))
 
 
 def _strings(key: str, values: Iterable[str]) -> common_pb2.KeyValue:
@@ -328,88 +366,103 @@ def _attribute(key: str, value: Value) -> bytes:
     return _ATTR_TAG + _varint(len(kv)) + kv
 
 
-class _BlockCache:
-    """key -> encoded attributes of a block, bounded."""
+def _attributes(pairs: Iterable[tuple[str, Value]]) -> bytes:
+    """LogRecord.attributes entries, encoded (a block, on a cache miss: tested equal to key_values())."""
+    return b"".join([_attribute(key, value) for key, value in pairs])
 
-    __slots__ = ("build", "entries")
 
-    def __init__(self, build: Callable[[Any], list[tuple[str, Value]]]) -> None:
-        self.build = build
-        self.entries: dict[Any, bytes] = {}
+def _row_slice(names: Sequence[str]) -> slice:
+    """The slice of a plain row holding these columns, which must be adjacent there and in this order."""
+    first = INDEX[names[0]]
+    if [INDEX.get(name) for name in names] != list(range(first, first + len(names))):
+        raise AssertionError(f"columns {names} are no longer adjacent in authwire.store.columns")
+    return slice(first, first + len(names))
 
-    def get(self, key: Any, source: Any) -> bytes:
-        encoded = self.entries.get(key)
-        if encoded is None:
-            if len(self.entries) >= CACHE_ENTRIES:
-                self.entries.clear()
-            encoded = self.entries[key] = logs_pb2.LogRecord(
-                attributes=key_values(self.build(source))).SerializeToString()
-        return encoded
+
+# Where REQUEST_FIELDS and PEER_FIELDS are in a plain row (checked at import: a layout change fails loudly).
+_HTTP = _row_slice(REQUEST_FIELDS[:5])          # method .. user_agent
+_ROUTE_AUTH = _row_slice(REQUEST_FIELDS[5:22])  # route_id .. jwt_alg
+_PEER = _row_slice(PEER_FIELDS)
+_GATEWAY = _row_slice(("gateway_kind", "gateway_node", "gateway_version"))
+_KIND, _SERVER_IP = INDEX["gateway_kind"], INDEX["server_ip"]
+_TIME_NS, _RECEIVED_NS, _REQUEST_ID, _LATENCY_NS = (INDEX[n] for n in ("time_ns", "received_ns", "request_id",
+                                                                        "latency_ns"))
+_PER_RECORD = tuple(INDEX[n] for n in ("request_bytes", "response_bytes", "gateway_connection_id",
+                                       "connection_requests", "kernel_events_lost"))
+_JOIN_STATUS_I, _BEHIND_PROXY_I = INDEX["join_status"], INDEX["behind_proxy"]
+_JWT_PRESENT = 1 << CONTAINERS.index("event.auth.jwt")
+
+
+def gateway_of(row: tuple) -> tuple[int, str, str]:
+    """(gateway kind, node, version) of a plain row: what its resource is keyed by."""
+    return row[_GATEWAY]
 
 
 class RecordEncoder:
-    """EnrichedRecord -> encoded LogRecord bytes, with per-block caches; one per exporter (not thread-safe).
+    """Plain row (authwire.store.columns) -> encoded LogRecord bytes, with per-block caches; one per exporter
+    (not thread-safe).
 
-    The link block is keyed by the connection's uid (plus its state and retransmits, which change): a uid
-    names one connection per sidecar run, and what it saw at its handshake (SYN, RTT) never changes.
+    The request head (severity, event name, body, request block) is keyed by its REQUEST_FIELDS, taken from
+    the row by two slices. The link block (peer, join, connection) is keyed by the PEER_FIELDS, the join
+    status and the Connection object itself (by id, the object kept beside the entry so its id stays
+    unique): every row of a connection shares one Connection object, a snapshot that is replaced (never
+    changed) when the store learns the connection's final facts, so a new state or retransmit count comes
+    as a new object and a new entry. Caches are bounded (CACHE_ENTRIES, cleared when full).
     """
 
     def __init__(self) -> None:
-        self._link = _BlockCache(link_attributes)
+        self._link: dict[tuple, tuple[bytes, connection_pb2.Connection | None]] = {}
         self._head: dict[tuple, bytes] = {}
 
-    def _request_head(self, event: ae.AuthEvent) -> bytes:
-        """Severity, event name, body and the request block: all decided by the same fields."""
-        http = event.http  # not its sizes: they go with each record
-        key = (http.method, http.host, http.path, http.status, http.user_agent, event.auth.SerializeToString(),
-               event.route_id, event.service_id, event.gateway.kind, event.server.ip)
-        encoded = self._head.get(key)
-        if encoded is None:
-            severity, text = record_severity(event)
-            head = logs_pb2.LogRecord(severity_number=severity, severity_text=text, event_name=RECORD_EVENT,
-                                      body=common_pb2.AnyValue(string_value=record_body(event)),
-                                      attributes=key_values(request_attributes(event)))
-            if len(self._head) >= CACHE_ENTRIES:
-                self._head.clear()
-            encoded = self._head[key] = head.SerializeToString()
+    def _request_head(self, key: tuple) -> bytes:
+        """Severity, event name, body and the request block: all decided by the REQUEST_FIELDS (key: as
+        encode() slices them out of the row)."""
+        request = (*key[0], *key[1], *key[2:])
+        severity, text = record_severity(request[8])
+        body = common_pb2.AnyValue(string_value=record_body(request)).SerializeToString()
+        encoded = (_SEVERITY_TAG + _varint(severity) + _len_field(_LR["severity_text"].number, text.encode())
+                   + _EVENT_NAME + _len_field(_LR["body"].number, body) + _attributes(request_attributes(request)))
+        if len(self._head) >= CACHE_ENTRIES:
+            self._head.clear()
+        self._head[key] = encoded
         return encoded
 
-    def encode(self, record: record_pb2.EnrichedRecord) -> bytes:
-        event, join = record.event, record.join
-        client, server = event.client, event.server
-        if record.HasField("connection"):
-            conn = record.connection
-            key: tuple = (client.ip, client.port, server.ip, server.port, event.forwarded_for, join.status,
-                          join.behind_proxy, conn.uid, conn.state,
-                          conn.to_server.retransmits + conn.to_client.retransmits)
-        else:
-            key = (client.ip, client.port, server.ip, server.port, event.forwarded_for, join.status,
-                   join.behind_proxy)
-        link = self._link.entries.get(key)
-        if link is None:
-            link = self._link.get(key, record)
-        start, received = event.start_time, record.received_time
+    def _link_block(self, key: tuple, row: tuple) -> bytes:
+        conn = row[CONN]
+        encoded = _attributes(link_attributes(row[_PEER], row[_JOIN_STATUS_I], row[_BEHIND_PROXY_I], conn))
+        if len(self._link) >= CACHE_ENTRIES:
+            self._link.clear()
+        self._link[key] = (encoded, conn)
+        return encoded
+
+    def encode(self, row: tuple) -> bytes:
+        key = (row[_HTTP], row[_ROUTE_AUTH], row[_KIND], row[_SERVER_IP], row[PRESENT] & _JWT_PRESENT)
+        head = self._head.get(key)
+        if head is None:
+            head = self._request_head(key)
+        link_key = (row[_PEER], row[_JOIN_STATUS_I], row[_BEHIND_PROXY_I], id(row[CONN]))
+        link = self._link.get(link_key)
+        link = link[0] if link is not None else self._link_block(link_key, row)
         # Below: the fields of per_record_attributes(), encoded inline (the tests compare the two).
-        rid = event.request_id.encode()
+        rid = row[_REQUEST_ID].encode()
         kv = _REQUEST_ID_KEY + _varint(len(rid) + 1 + len(_varint(len(rid)))) + _STRING_TAG + _varint(len(rid)) + rid
-        parts = [_TIMES.pack(_TIME_TAG[0], (start.seconds * 1_000_000_000 + start.nanos) & _U64,
-                             _OBSERVED_TAG[0], (received.seconds * 1_000_000_000 + received.nanos) & _U64),
-                 self._request_head(event), link, _ATTR_TAG, _varint(len(kv)), kv]
-        if event.HasField("latency"):
-            latency = event.latency
-            parts.append(_DURATION_PREFIX + _DOUBLE.pack((latency.seconds * 1_000_000_000 + latency.nanos) / 1e9))
-        http = event.http
-        for key_, value in ((_REQ_SIZE, http.request_bytes), (_RESP_SIZE, http.response_bytes),
-                            (_CONN_ID, event.gateway_connection_id), (_CONN_REQS, event.connection_requests),
-                            (_LOST, join.kernel_events_lost)):
+        parts = [_TIMES.pack(_TIME_TAG[0], (row[_TIME_NS] or 0) & _U64, _OBSERVED_TAG[0],
+                             (row[_RECEIVED_NS] or 0) & _U64),
+                 head, link, _ATTR_TAG, _varint(len(kv)), kv]
+        latency = row[_LATENCY_NS]
+        if latency is not None:
+            parts.append(_DURATION_PREFIX + _DOUBLE.pack(latency / 1e9))
+        for key_, i in zip(_PER_RECORD_KEYS, _PER_RECORD, strict=True):
+            value = row[i]
             if value:
                 parts.append(_attribute(key_, value))
         return b"".join(parts)
 
 
-_REQ_SIZE, _RESP_SIZE = "http.request.body.size", "http.response.body.size"
-_CONN_ID, _CONN_REQS = "authwire.gateway.connection_id", "authwire.gateway.connection_requests"
-_LOST = "authwire.join.kernel_events_lost"
+_PER_RECORD_KEYS = ("http.request.body.size", "http.response.body.size", "authwire.gateway.connection_id",
+                    "authwire.gateway.connection_requests", "authwire.join.kernel_events_lost")
+_SEVERITY_TAG = _varint(_LR["severity_number"].number << 3 | 0)
+_EVENT_NAME = _len_field(_LR["event_name"].number, RECORD_EVENT.encode())
 
 
 def _key_prefix(key: str) -> bytes:
