@@ -18,7 +18,7 @@ import pytest
 from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import json_format
 
-from authwire.ingest.envoy_als import EnvoyNode, Unmapped, entry_to_event
+from authwire.ingest.envoy_als import EnvoyNode, Unmapped, entry_to_event, forget_cached_parts
 from authwire.v1 import auth_event_pb2 as ae
 
 CAPTURE = json.loads((Path(__file__).parent / "data" / "als_capture.json").read_text())
@@ -135,3 +135,63 @@ def test_unmappable_entries_name_their_reason(mutate, reason):
     with pytest.raises(Unmapped) as err:
         entry_to_event(message(raw).http_logs.log_entry[1], EnvoyNode(), "x-consumer")
     assert err.value.reason == reason
+
+
+def test_parts_kept_from_earlier_entries_never_change_a_later_entry():
+    """The auth, listener, route and client parts are cached across entries: each entry mapped after all
+    the others (warm caches, other tokens and routes in them) equals the same entry mapped on empty caches."""
+    entries = list(message().http_logs.log_entry)
+    node = EnvoyNode("n", "1.40.0")
+    cold = []
+    for entry in entries:
+        forget_cached_parts()
+        cold.append(entry_to_event(entry, node, "x-consumer"))
+    for _ in range(2):
+        for entry, expected in zip(reversed(entries), reversed(cold), strict=True):
+            assert entry_to_event(entry, node, "x-consumer") == expected
+    # another consumer header is another key: the JWT success falls back to the token's sub
+    other = entry_to_event(entries[0], node, "x-user")
+    assert other.auth.consumer == "alice" and other == cold[0]  # sub is alice too, and nothing else differs
+    assert entry_to_event(entries[5], node, "x-user").auth.method == ae.AUTH_METHOD_NONE  # Basic: header only
+
+
+def test_a_full_cache_starts_again_and_large_metadata_is_not_kept():
+    from authwire.ingest import envoy_als
+
+    forget_cached_parts()
+    raw = copy.deepcopy(CAPTURE)
+    entry = raw["httpLogs"]["logEntry"][0]
+    payload = entry["commonProperties"]["metadata"]["filterMetadata"][envoy_als.JWT_FILTER]["jwt_payload"]
+    payload["groups"] = ["g" * 100] * 50  # > MAX_CACHED_METADATA bytes of claims
+    big = message(raw).http_logs.log_entry[0]
+    event = entry_to_event(big, EnvoyNode(), "x-consumer")
+    assert event.auth.jwt.sub == "alice" and len(envoy_als._auth_fields) == 0
+
+    cache = envoy_als._BoundedCache(max_entries=2, max_bytes=100)
+    cache.put(("a",), 10, b"1")
+    cache.put(("b",), 10, b"2")
+    cache.put(("c",), 10, b"3")  # third entry: starts again
+    assert dict(cache) == {("c",): b"3"} and cache.bytes == 10
+    cache.put(("d",), 95, b"4")  # over the byte bound: starts again
+    assert dict(cache) == {("d",): b"4"}
+
+
+def test_byte_counts_saturate_instead_of_losing_the_entry():
+    msg = message()
+    entry = msg.http_logs.log_entry[0]
+    entry.request.request_headers_bytes = 2**64 - 1
+    entry.request.request_body_bytes = 10
+    event = entry_to_event(entry, EnvoyNode(), "x-consumer")
+    assert event.http.request_bytes == 2**64 - 1
+    assert event.http.response_bytes == entry.response.response_headers_bytes + entry.response.response_body_bytes
+
+
+def test_unknown_method_numbers_and_no_latency_give_empty_fields():
+    entry = message().http_logs.log_entry[0]
+    entry.request.request_method = 99  # newer than our copy of Envoy's enum
+    entry.common_properties.ClearField("duration")
+    entry.common_properties.ClearField("time_to_last_downstream_tx_byte")
+    event = entry_to_event(entry, EnvoyNode(), "x-consumer")
+    assert event.http.method == "" and not event.HasField("latency")
+    entry.common_properties.time_to_last_downstream_tx_byte.nanos = 5000
+    assert entry_to_event(entry, EnvoyNode(), "x-consumer").latency.nanos == 5000

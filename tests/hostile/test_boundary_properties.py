@@ -158,6 +158,11 @@ def als_entries(draw) -> accesslog_pb2.HTTPAccessLogEntry:
     entry.request.request_id = draw(TEXT)
     entry.request.path = draw(TEXT)
     entry.request.user_agent = draw(TEXT)
+    entry.request.authority = draw(TEXT)
+    if draw(st.booleans()):
+        entry.request.request_headers["x-consumer"] = draw(TEXT)
+    entry.request.request_headers_bytes = draw(st.integers(0, 2**64 - 1))
+    entry.request.request_body_bytes = draw(st.integers(0, 2**64 - 1))
     entry.response.response_code_details = draw(st.sampled_from(
         ["", "jwt_authn_access_denied{Jwt_is_expired}", "invalid_credential_for_basic_auth", "rbac_access_denied"]))
     jwt = struct_pb2.Struct()
@@ -183,6 +188,26 @@ def test_als_mapping_of_any_entry_is_an_event_or_a_counted_unmapped(entry):
         return
     validate(event, 0, time.time())  # never raises either
     assert math.isfinite(event.auth.jwt.exp)
+
+
+def _mapped(entry: accesslog_pb2.HTTPAccessLogEntry, node: envoy_als.EnvoyNode) -> pb.AuthEvent | str:
+    try:
+        return envoy_als.entry_to_event(entry, node, "x-consumer")
+    except envoy_als.Unmapped as exc:
+        return exc.reason
+
+
+@SETTINGS
+@given(als_entries(), st.lists(als_entries(), max_size=4))
+def test_als_mapping_of_an_entry_does_not_depend_on_the_entries_mapped_before_it(entry, before):
+    """The mapping keeps encoded parts (auth, listener, route, client) across entries: an entry mapped after
+    others equals the same entry mapped on empty caches."""
+    node = envoy_als.EnvoyNode("n", "1.40.0")
+    envoy_als.forget_cached_parts()
+    cold = _mapped(entry, node)
+    for other in before:
+        _mapped(other, node)
+    assert _mapped(entry, node) == cold
 
 
 @SETTINGS
