@@ -284,3 +284,23 @@ def test_a_full_queue_drops_whole_batches_and_counts_them(engine):
     e.submit(batch)  # 1,200 > 1,000: refused, counted, nothing half-queued
     assert e.counters.get("detect.dropped", "queue_full") == 600
     assert e._queued == 600
+
+
+def test_queued_batches_are_processed_in_slices_across_batches_without_changing_them(engine):
+    import asyncio
+
+    from authwire.detect.engine import CHUNK
+
+    e = engine()
+    small = [[record(1000.0 + i, credential=f"s{i}")] for i in range(5)]
+    big = [record(2000.0 + i, credential=f"b{i}") for i in range(CHUNK + 10)]
+    copies = [list(b) for b in (*small, big)]
+    passes: list[int] = []
+    process = e.process
+    e.process = lambda rows: (passes.append(len(rows)), process(rows))
+    for batch in (*small, big):
+        e.submit(batch)
+    asyncio.run(e._drain())
+    assert passes == [CHUNK, 15]  # the five small batches and the big one's head, then its tail
+    assert e.counters.get("detect.records") == 5 + CHUNK + 10 and e._queued == 0 and not e._queue
+    assert [*small, big] == copies  # the pipeline's rows are shared with other subscribers: read-only

@@ -3,8 +3,10 @@
 Data path: Pipeline.subscribe_rows(engine.submit) hands over each committed batch's plain rows
 (authwire.store.columns; no EnrichedRecord is built for the detections) on the event loop; submit only
 queues them (bounded: beyond `detect_queue` records a batch is dropped and counted as
-`detect.dropped{queue_full}`), so detection never delays an ack. The engine's own task takes batches off
-the queue, reads each row's few fields once (authwire.detect.fields) and gives them to every detector.
+`detect.dropped{queue_full}`), so detection never delays an ack. The engine's own task takes the queued
+rows off in slices of up to CHUNK (after waiting up to COALESCE_S for more when few are queued: one pass
+per few records would cost more per record), reads each row's few fields once (authwire.detect.fields) and
+gives them to every detector.
 
 Deduplication: an alert is about one (detection, key). The first match raises it (written at once); further
 matches of the same key update it (counts, samples, last_time) and it is rewritten at most every
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 
 UPDATE_EVERY_S = 1.0     # an open alert is rewritten at most this often while it keeps matching
 CHUNK = 512              # records per slice of work before yielding the event loop
+COALESCE_S = 0.05        # while fewer than CHUNK records are queued, wait this long for more before a pass
 MAX_REQUEST_IDS = 32     # per alert: the first 16 and the latest 16
 MAX_UIDS = 32
 RETENTION_EVERY_S = 60.0
@@ -330,6 +333,10 @@ class DetectionEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), UPDATE_EVERY_S if dirty else RETENTION_EVERY_S)
             self._wakeup.clear()
+            if self._queue and self._queued < CHUNK and not self._closing:
+                # Let a few more batches come: one pass over more rows costs less per record than a pass
+                # per small batch (fixed costs per pass, warmer caches), and alerts wait at most this long.
+                await asyncio.sleep(COALESCE_S)
             await self._drain()
             await self._flush(force=self._closing)
             if self._closing:
@@ -342,20 +349,34 @@ class DetectionEngine:
                     log.error("alert retention failed: %s", exc)
                     self.counters.inc("alerts.retention_failed")
 
+    def _take(self, limit: int) -> list[tuple]:
+        """Up to `limit` queued rows, across batches (a copy: the batches are shared with other subscribers)."""
+        rows: list[tuple] = []
+        queue = self._queue
+        while queue and len(rows) < limit:
+            batch = queue[0]
+            room = limit - len(rows)
+            if len(batch) <= room:
+                queue.popleft()
+                rows += batch
+            else:
+                rows += batch[:room]
+                queue[0] = batch[room:]
+        self._queued -= len(rows)
+        return rows
+
     async def _drain(self) -> None:
         while self._queue:
-            batch = self._queue.popleft()
-            self._queued -= len(batch)
-            for i in range(0, len(batch), CHUNK):
-                try:
-                    self.process(batch[i:i + CHUNK])
-                except Exception:  # a detector bug must not stop the others for good: count, log once
-                    if not self.counters.get("detect.failed"):
-                        log.exception("detection failed on a batch (counted as detect.failed)")
-                    self.counters.inc("detect.failed", n=len(batch[i:i + CHUNK]))
-                if len(batch) > CHUNK:
-                    await asyncio.sleep(0)
+            rows = self._take(CHUNK)
+            try:
+                self.process(rows)
+            except Exception:  # a detector bug must not stop the others for good: count, log once
+                if not self.counters.get("detect.failed"):
+                    log.exception("detection failed on a batch (counted as detect.failed)")
+                self.counters.inc("detect.failed", n=len(rows))
             await self._flush()
+            if self._queue:
+                await asyncio.sleep(0)  # a slice at a time: the loop stays free to ack reports
         self._count_detector_state()
 
     async def _flush(self, force: bool = False) -> None:
