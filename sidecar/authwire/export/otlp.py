@@ -28,7 +28,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from authwire.counters import Counters
-from authwire.export.otlp_logs import RecordEncoder, alert_log_record, export_request, gateway_of, resource_head
+from authwire.export.otlp_logs import GATEWAY, RecordEncoder, alert_log_record, export_request, resource_head
 from authwire.export.otlp_settings import OtlpSettings, from_config, resolve
 from authwire.v1 import record_pb2
 
@@ -44,6 +44,7 @@ MAX_RETRY_SECONDS = 60.0       # one batch is retried this long, then dropped (r
 MAX_REQUEST_BYTES = 3 << 20    # below the collector's default 4 MiB receive limit
 SHUTDOWN_FLUSH_SECONDS = 3.0
 MAX_RESOURCES = 1024           # encoded resource heads kept (one per gateway kind, node and version)
+_NO_GATEWAY = (0, "", "")      # the resource of alerts
 CHANNEL_OPTIONS = [
     # Reconnect soon after the collector comes back (gRPC's default backoff grows to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
@@ -196,22 +197,31 @@ class OtlpExporter:
     def _encode(self, items: list[tuple | bytes]) -> list[tuple[bytes, int]]:
         """Encoded ExportLogsServiceRequests (each under MAX_REQUEST_BYTES) and their record counts."""
         requests: list[tuple[bytes, int]] = []
-        groups: dict[bytes, list[bytes]] = {}
+        groups: dict[tuple[int, str, str], list[bytes]] = {}  # resource (gateway) -> encoded LogRecords
         size = count = 0
+        encode = self._encoder.encode
+        gateway = GATEWAY  # the row's (kind, node, version): its resource
         for item in items:
-            if isinstance(item, bytes):  # an alert: no gateway in its resource
-                head, encoded = self._head((0, "", "")), item
+            if item.__class__ is bytes:  # an alert: no gateway in its resource
+                key, encoded = _NO_GATEWAY, item
             else:
-                head, encoded = self._head(gateway_of(item)), self._encoder.encode(item)
-            if size + len(encoded) > MAX_REQUEST_BYTES and count:
-                requests.append((export_request(groups.items()), count))
+                key, encoded = item[gateway], encode(item)  # type: ignore[index,arg-type]
+            n = len(encoded)
+            if size + n > MAX_REQUEST_BYTES and count:
+                requests.append((self._request(groups), count))
                 groups, size, count = {}, 0, 0
-            groups.setdefault(head, []).append(encoded)
-            size += len(encoded) + 8
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = []
+            group.append(encoded)  # type: ignore[arg-type]
+            size += n + 8
             count += 1
         if count:
-            requests.append((export_request(groups.items()), count))
+            requests.append((self._request(groups), count))
         return requests
+
+    def _request(self, groups: dict[tuple[int, str, str], list[bytes]]) -> bytes:
+        return export_request([(self._head(key), records) for key, records in groups.items()])
 
     async def _send(self, body: bytes, n: int) -> None:
         s = self.settings

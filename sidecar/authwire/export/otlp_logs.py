@@ -42,6 +42,7 @@ ALERT_EVENT = "authwire.alert"
 SEVERITY_INFO = (logs_pb2.SEVERITY_NUMBER_INFO, "INFO")
 SEVERITY_WARN = (logs_pb2.SEVERITY_NUMBER_WARN, "WARN")
 CACHE_ENTRIES = 8192  # per block kind; cleared when full (a cheap bound: the next records refill it)
+ATTRIBUTES_CACHED = 16384  # single encoded attributes kept for building blocks (cleared when full)
 
 
 def _check_descriptors() -> None:
@@ -310,13 +311,17 @@ def alert_log_record(alert: record_pb2.Alert, new: bool) -> logs_pb2.LogRecord:
 # --- wire encoding (the fast path) -----------------------------------------------------------------------
 
 _SMALL_VARINTS = [bytes((n,)) for n in range(128)]
+_TWO_BYTE_VARINTS: dict[int, bytes] = {}  # at most 16,256 entries
 
 
 def _varint(n: int) -> bytes:
     if n < 0x80:
         return _SMALL_VARINTS[n]
-    if n < 0x4000:
-        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    if n < 0x4000:  # lengths of strings, blocks and records: each made once
+        v = _TWO_BYTE_VARINTS.get(n)
+        if v is None:
+            v = _TWO_BYTE_VARINTS[n] = bytes(((n & 0x7F) | 0x80, n >> 7))
+        return v
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -366,11 +371,6 @@ def _attribute(key: str, value: Value) -> bytes:
     return _ATTR_TAG + _varint(len(kv)) + kv
 
 
-def _attributes(pairs: Iterable[tuple[str, Value]]) -> bytes:
-    """LogRecord.attributes entries, encoded (a block, on a cache miss: tested equal to key_values())."""
-    return b"".join([_attribute(key, value) for key, value in pairs])
-
-
 def _row_slice(names: Sequence[str]) -> slice:
     """The slice of a plain row holding these columns, which must be adjacent there and in this order."""
     first = INDEX[names[0]]
@@ -383,19 +383,12 @@ def _row_slice(names: Sequence[str]) -> slice:
 _HTTP = _row_slice(REQUEST_FIELDS[:5])          # method .. user_agent
 _ROUTE_AUTH = _row_slice(REQUEST_FIELDS[5:22])  # route_id .. jwt_alg
 _PEER = _row_slice(PEER_FIELDS)
-_GATEWAY = _row_slice(("gateway_kind", "gateway_node", "gateway_version"))
+GATEWAY = _row_slice(("gateway_kind", "gateway_node", "gateway_version"))  # what a record's resource is keyed by
 _KIND, _SERVER_IP = INDEX["gateway_kind"], INDEX["server_ip"]
 _TIME_NS, _RECEIVED_NS, _REQUEST_ID, _LATENCY_NS = (INDEX[n] for n in ("time_ns", "received_ns", "request_id",
                                                                         "latency_ns"))
-_PER_RECORD = tuple(INDEX[n] for n in ("request_bytes", "response_bytes", "gateway_connection_id",
-                                       "connection_requests", "kernel_events_lost"))
 _JOIN_STATUS_I, _BEHIND_PROXY_I = INDEX["join_status"], INDEX["behind_proxy"]
 _JWT_PRESENT = 1 << CONTAINERS.index("event.auth.jwt")
-
-
-def gateway_of(row: tuple) -> tuple[int, str, str]:
-    """(gateway kind, node, version) of a plain row: what its resource is keyed by."""
-    return row[_GATEWAY]
 
 
 class RecordEncoder:
@@ -413,6 +406,23 @@ class RecordEncoder:
     def __init__(self) -> None:
         self._link: dict[tuple, tuple[bytes, connection_pb2.Connection | None]] = {}
         self._head: dict[tuple, bytes] = {}
+        self._encoded: dict[tuple, bytes] = {}  # (key, value, type) -> one encoded attribute
+
+    def _attributes(self, pairs: Iterable[tuple[str, Value]]) -> bytes:
+        """A block's attributes, encoded (on a block cache miss). Most attributes of a new connection or
+        route repeat others' (network.type, server.port, the SYN's fields, the auth method ...): each
+        (key, value) is encoded once, so a new connection's block costs mostly dict lookups."""
+        cache = self._encoded
+        out = []
+        for key, value in pairs:
+            ident = (key, value, value.__class__)  # the type too: True == 1, but they encode differently
+            encoded = cache.get(ident)
+            if encoded is None:
+                if len(cache) >= ATTRIBUTES_CACHED:
+                    cache.clear()
+                encoded = cache[ident] = _attribute(key, value)
+            out.append(encoded)
+        return b"".join(out)
 
     def _request_head(self, key: tuple) -> bytes:
         """Severity, event name, body and the request block: all decided by the REQUEST_FIELDS (key: as
@@ -421,7 +431,7 @@ class RecordEncoder:
         severity, text = record_severity(request[8])
         body = common_pb2.AnyValue(string_value=record_body(request)).SerializeToString()
         encoded = (_SEVERITY_TAG + _varint(severity) + _len_field(_LR["severity_text"].number, text.encode())
-                   + _EVENT_NAME + _len_field(_LR["body"].number, body) + _attributes(request_attributes(request)))
+                   + _EVENT_NAME + _len_field(_LR["body"].number, body) + self._attributes(request_attributes(request)))
         if len(self._head) >= CACHE_ENTRIES:
             self._head.clear()
         self._head[key] = encoded
@@ -429,7 +439,7 @@ class RecordEncoder:
 
     def _link_block(self, key: tuple, row: tuple) -> bytes:
         conn = row[CONN]
-        encoded = _attributes(link_attributes(row[_PEER], row[_JOIN_STATUS_I], row[_BEHIND_PROXY_I], conn))
+        encoded = self._attributes(link_attributes(row[_PEER], row[_JOIN_STATUS_I], row[_BEHIND_PROXY_I], conn))
         if len(self._link) >= CACHE_ENTRIES:
             self._link.clear()
         self._link[key] = (encoded, conn)
@@ -445,22 +455,27 @@ class RecordEncoder:
         link = link[0] if link is not None else self._link_block(link_key, row)
         # Below: the fields of per_record_attributes(), encoded inline (the tests compare the two).
         rid = row[_REQUEST_ID].encode()
-        kv = _REQUEST_ID_KEY + _varint(len(rid) + 1 + len(_varint(len(rid)))) + _STRING_TAG + _varint(len(rid)) + rid
+        prefix = _REQUEST_ID_PREFIXES.get(len(rid))
+        if prefix is None:
+            prefix = _request_id_prefix(len(rid))
         parts = [_TIMES.pack(_TIME_TAG[0], (row[_TIME_NS] or 0) & _U64, _OBSERVED_TAG[0],
                              (row[_RECEIVED_NS] or 0) & _U64),
-                 head, link, _ATTR_TAG, _varint(len(kv)), kv]
+                 head, link, prefix, rid]
         latency = row[_LATENCY_NS]
         if latency is not None:
             parts.append(_DURATION_PREFIX + _DOUBLE.pack(latency / 1e9))
-        for key_, i in zip(_PER_RECORD_KEYS, _PER_RECORD, strict=True):
+        for key_, i in _PER_RECORD:
             value = row[i]
             if value:
                 parts.append(_attribute(key_, value))
         return b"".join(parts)
 
 
-_PER_RECORD_KEYS = ("http.request.body.size", "http.response.body.size", "authwire.gateway.connection_id",
-                    "authwire.gateway.connection_requests", "authwire.join.kernel_events_lost")
+_PER_RECORD = tuple((key, INDEX[name]) for key, name in (
+    ("http.request.body.size", "request_bytes"), ("http.response.body.size", "response_bytes"),
+    ("authwire.gateway.connection_id", "gateway_connection_id"),
+    ("authwire.gateway.connection_requests", "connection_requests"),
+    ("authwire.join.kernel_events_lost", "kernel_events_lost")))
 _SEVERITY_TAG = _varint(_LR["severity_number"].number << 3 | 0)
 _EVENT_NAME = _len_field(_LR["event_name"].number, RECORD_EVENT.encode())
 
@@ -472,6 +487,19 @@ def _key_prefix(key: str) -> bytes:
 
 
 _REQUEST_ID_KEY = _key_prefix("authwire.request.id")
+_REQUEST_ID_PREFIXES: dict[int, bytes] = {}
+
+
+def _request_id_prefix(n: int) -> bytes:
+    """The authwire.request.id attribute up to its n-byte value (one per length: ids are bounded)."""
+    value_head = _STRING_TAG + _varint(n)
+    kv_head = _REQUEST_ID_KEY + _varint(len(value_head) + n) + value_head
+    prefix = _ATTR_TAG + _varint(len(kv_head) + n) + kv_head
+    if len(_REQUEST_ID_PREFIXES) < 4096:
+        _REQUEST_ID_PREFIXES[n] = prefix
+    return prefix
+
+
 _DURATION_KV_HEAD = _key_prefix("authwire.request.duration") + _varint(9) + _DOUBLE_TAG  # AnyValue: tag + 8 bytes
 _DURATION_PREFIX = _ATTR_TAG + _varint(len(_DURATION_KV_HEAD) + 8) + _DURATION_KV_HEAD
 _DOUBLE = struct.Struct("<d")
@@ -492,12 +520,26 @@ def resource_head(kind: int, node: str, version: str) -> bytes:
         attributes=key_values(resource_attributes(kind, node, version)))).SerializeToString()
 
 
+_LOG_RECORDS_TAG = _varint(_SL["log_records"].number << 3 | 2)
+_SCOPE_LOGS_TAG = _varint(_RL["scope_logs"].number << 3 | 2)
+_RESOURCE_LOGS_TAG = _varint(_REQ["resource_logs"].number << 3 | 2)
+
+
 def export_request(groups: Iterable[tuple[bytes, list[bytes]]]) -> bytes:
-    """ExportLogsServiceRequest bytes: one ResourceLogs per (resource head, encoded LogRecords) group."""
-    records_field = _SL["log_records"].number
-    resource_logs = []
+    """ExportLogsServiceRequest bytes: one ResourceLogs per (resource head, encoded LogRecords) group.
+
+    The lengths are summed, not measured on concatenated parts: the request's bytes are copied once."""
+    out: list[bytes] = []
+    tag = _LOG_RECORDS_TAG
     for head, records in groups:
-        scope_logs = _SCOPE_HEAD + b"".join(_len_field(records_field, r) for r in records)
-        resource_logs.append(_len_field(_REQ["resource_logs"].number,
-                                        head + _len_field(_RL["scope_logs"].number, scope_logs)))
-    return b"".join(resource_logs)
+        parts = [_SCOPE_HEAD]
+        scope_len = len(_SCOPE_HEAD)
+        for r in records:
+            n = len(r)
+            length = _varint(n)
+            parts += (tag, length, r)
+            scope_len += 1 + len(length) + n
+        scope_field = _SCOPE_LOGS_TAG + _varint(scope_len)
+        out += (_RESOURCE_LOGS_TAG, _varint(len(head) + len(scope_field) + scope_len), head, scope_field)
+        out += parts
+    return b"".join(out)
