@@ -5,6 +5,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
   python3-venv python3-bpfcc bpfcc-tools linux-headers-amd64   # bcc + headers it compiles against
+  gcc python3-dev                                              # builds authwire's native pass (_eventwire.c)
   iproute2 nftables wrk                                        # netns/veth/tc, loss injection, load
   nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson luajit2  # Lua plugin tests
   # the real APISIX 3.18 runtime of ../shared/apisix (its lib/debian-packages.txt) and Kong's real Lua

@@ -21,8 +21,10 @@ from hypothesis import strategies as st
 
 from authwire.ingest import envoy_als, secrets
 from authwire.ingest.decode import DecodedReport, Malformed, SalvagedMessage, decode_als_message, decode_report
+from authwire.ingest.event_rows import admit
 from authwire.ingest.grpc_web import FrameError, data_frame, parse_frames
-from authwire.ingest.validate import REDACTED, validate, validate_batch
+from authwire.ingest.validate import REDACTED, validate
+from authwire.store.columns import INDEX
 from authwire.v1 import auth_event_pb2 as pb
 from authwire.v1 import ingest_pb2, query_pb2
 from support import auth_event, start_sidecar
@@ -83,7 +85,7 @@ def test_every_event_is_kept_or_rejected_and_counted_and_neighbours_survive(host
     decoded = decode_report(ingest_pb2.ReportRequest(events=batch).SerializeToString())
     assert isinstance(decoded, DecodedReport)
     counters = CountingSink()
-    good, rejections = validate_batch(decoded.events, time.time(), counters, "prop")
+    good, rejections = admit(decoded.events, time.time(), counters, "prop")  # the pipeline's admission
     rejected = {r.index for r in rejections}
     assert len(good) + len(rejected) == len(batch)
     assert all(i % 2 == 1 for i in rejected), "a good neighbour was rejected"
@@ -91,9 +93,9 @@ def test_every_event_is_kept_or_rejected_and_counted_and_neighbours_survive(host
     assert sum(n for (name, _), n in counters.values.items() if name == "ingest.rejected") == len(rejections)
     for r in rejections:  # reasons describe, never repeat, what was sent
         assert "\x1b" not in r.reason and "\x00" not in r.reason and "eyJ" not in r.reason
-    for e in good:  # what is kept has no secret shape left in a client-sent field
-        for value in (e.http.user_agent, e.http.path, e.http.host, e.forwarded_for, e.request_id):
-            assert value == REDACTED or not secrets.looks_secret(value)
+    for row in good:  # what is kept has no secret shape left in a client-sent field
+        for name in ("user_agent", "path", "host", "forwarded_for", "request_id"):
+            assert row[INDEX[name]] == REDACTED or not secrets.looks_secret(row[INDEX[name]])
 
 
 @SETTINGS

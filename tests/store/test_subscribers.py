@@ -57,14 +57,19 @@ def test_subscribers_get_committed_records_after_the_ack_and_failures_are_counte
 
 
 def test_subscriber_records_equal_the_records_built_from_their_parts():
+    from authwire.ingest.event_rows import native
     from authwire.pipeline import subscriber_records
+    from authwire.store.columns import event_row, join_columns
     from authwire.v1 import connection_pb2, record_pb2
 
     conn = connection_pb2.Connection(uid="C1", community_id="1:x" * 60)  # a length needing a 2-byte varint
     join = record_pb2.Join(status=record_pb2.JOIN_STATUS_EXACT, kernel_request_index=2)
     events = [auth_event("a"), auth_event("b")]
     events[1].http.user_agent = "u" * 300
-    got = subscriber_records(events, [(conn, join), (None, record_pb2.Join())], 1_700_000_000_000_000_001)
+    # one event row from the Python path (source: the message), one from the native pass (its bytes)
+    rows = [event_row(events[0]), native.event(events[1].SerializeToString(), 1e10) if native else event_row(events[1])]
+    joined = [(conn, join_columns(join)), (None, join_columns(record_pb2.Join()))]
+    got = subscriber_records(rows, joined, 1_700_000_000_000_000_001)
     want = [record_pb2.EnrichedRecord(event=events[0], connection=conn, join=join),
             record_pb2.EnrichedRecord(event=events[1], join=record_pb2.Join())]
     for w in want:

@@ -2,7 +2,9 @@
 
 gRPC's generated deserializer raises on any bad byte, and grpc then logs a traceback and fails the call
 (a stream stops reading). Here:
-- a body that parses is used as is (the fast path: one C parse);
+- a plain ReportRequest body goes through the native pass (authwire.ingest.event_rows): its plainly valid
+  events come back as event rows, the others as messages for validation;
+- a body that parses is used as is (one C parse);
 - a body that does not (bad UTF-8 in one string, one truncated event, garbage) is split at the wire level
   into its top-level fields and each event is parsed on its own: the events that parse are kept, the
   others become Rejections of their own index (counted), so one bad event never costs its neighbours;
@@ -12,12 +14,14 @@ gRPC's generated deserializer raises on any bad byte, and grpc then logs a trace
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from authwire.ingest.event_rows import native
 from authwire.v1 import auth_event_pb2, ingest_pb2
 
 
@@ -48,7 +52,7 @@ class Malformed:
 class DecodedReport:
     """A ReportRequest as far as it could be decoded."""
 
-    events: Sequence[auth_event_pb2.AuthEvent]
+    events: Sequence[tuple | auth_event_pb2.AuthEvent]  # event rows (native pass) or messages to validate
     drops: ingest_pb2.ReporterDrops | None
     positions: list[int] | None = None            # index in the request of each of events; None = 0..n-1
     undecodable: list[tuple[int, int]] = field(default_factory=list)  # (index, size) of events that did not parse
@@ -72,6 +76,10 @@ class DecodedReport:
 
 def decode_report(data: bytes) -> DecodedReport | Malformed:
     """Decode a ReportRequest body (see the module docstring)."""
+    if native is not None:
+        decoded = _native_report(data)
+        if decoded is not None:
+            return decoded
     try:
         request = ingest_pb2.ReportRequest.FromString(data)
         return DecodedReport(request.events, request.drops if request.HasField("drops") else None)
@@ -96,6 +104,34 @@ def decode_report(data: bytes) -> DecodedReport | Malformed:
             # counts we cannot read are not counted; the events still are
             drops = None
     return DecodedReport(events, drops, positions, undecodable)
+
+
+def _native_report(data: bytes) -> DecodedReport | None:
+    """The native pass over a plain ReportRequest body: event rows for the events it accepts, messages for
+    the rest (parsed here: one that does not parse is undecodable); None when the body's top level is not
+    plain (then the paths above decide)."""
+    got = native.report(data, time.time())
+    if got is None:
+        return None
+    items, drops_raw = got
+    drops = None
+    if drops_raw is not None:
+        try:
+            drops = ingest_pb2.ReporterDrops.FromString(drops_raw)
+        except DecodeError:
+            return None
+    undecodable: list[tuple[int, int]] = []
+    for index, item in enumerate(items):
+        if type(item) is bytes:
+            try:
+                items[index] = auth_event_pb2.AuthEvent.FromString(item)
+            except DecodeError:
+                undecodable.append((index, len(item)))
+    if not undecodable:
+        return DecodedReport(items, drops)
+    bad = {i for i, _ in undecodable}
+    positions = [i for i in range(len(items)) if i not in bad]
+    return DecodedReport([items[i] for i in positions], drops, positions, undecodable)
 
 
 def _why(exc: Exception) -> str:

@@ -95,12 +95,17 @@ def validate_batch(events: Sequence[auth_event_pb2.AuthEvent], now: float, count
         problems = validate(event, index, now, counters)
         if problems:
             rejections.extend(problems)
-            for p in problems:
-                counters.inc("ingest.rejected", p.field)
-            counters.inc("ingest.rejected_events", source)
+            count_rejected(problems, counters, source)
         else:
             good.append(event)
     return good, rejections
+
+
+def count_rejected(problems: list[ingest_pb2.Rejection], counters: CounterSink, source: str) -> None:
+    """One rejected event: each bad field, and the event once."""
+    for p in problems:
+        counters.inc("ingest.rejected", p.field)
+    counters.inc("ingest.rejected_events", source)
 
 
 def _check_endpoint(event: auth_event_pb2.AuthEvent, name: str, problems: list[tuple[str, str]]) -> None:

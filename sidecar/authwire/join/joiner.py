@@ -1,4 +1,5 @@
-"""Join: attach to each AuthEvent the kernel's facts about the TCP connection it arrived on.
+"""Join: attach to each event (its row: authwire.store.columns.event_row) the kernel's facts about the TCP
+connection it arrived on.
 
 Rule (first match wins, connections of the report's 4-tuple, newest SYN first):
 
@@ -20,9 +21,10 @@ Rule (first match wins, connections of the report's 4-tuple, newest SYN first):
 4. Still nothing -> JOIN_STATUS_NO_CONNECTION, no connection.
 
 Addresses are compared in canonical text, IPv4-mapped IPv6 (::ffff:a.b.c.d) as plain IPv4, because
-dual-stack gateways report v4 peers that way while the kernel sees IPv4 packets.
+dual-stack gateways report v4 peers that way while the kernel sees IPv4 packets (validation has made event
+rows' addresses canonical; `join`/`join_batch` on AuthEvent messages canonicalize them first).
 
-Enrichment (record.proto Join):
+Enrichment (record.proto Join; returned as the row's six join columns, store.columns.join_message):
 - behind_proxy: forwarded_for is set. The kernel facts then describe the TCP peer (the proxy or load
   balancer), never the client named in forwarded_for, which stays in the event.
 - connection_age: request start - SYN time (unset when the SYN was not seen: mid-stream).
@@ -60,6 +62,7 @@ from collections.abc import Callable, Sequence
 from authwire.addresses import normalize_ip
 from authwire.counters import Counters
 from authwire.join import fingerprint
+from authwire.store.columns import INDEX, event_row, join_message
 from authwire.v1 import auth_event_pb2, connection_pb2, record_pb2
 
 MAX_TRACKED = 262_144  # connections whose report count and gateway connection id are remembered
@@ -67,9 +70,16 @@ SAMPLE_INTERVAL_S = 0.05
 LOST_HISTORY_S = 600.0
 LOST_LOOKBACK_S = 60.0
 MS_SLACK_NS = 1_000_000
+# What the join reads of an event row (authwire.store.columns.event_row).
+_START, _XFF, _GATEWAY_NODE, _GATEWAY_CONN = (INDEX[n] for n in ("time_ns", "forwarded_for", "gateway_node",
+                                                                  "gateway_connection_id"))
+_CLIENT_IP, _CLIENT_PORT, _SERVER_IP, _SERVER_PORT = (INDEX[n] for n in ("client_ip", "client_port", "server_ip",
+                                                                         "server_port"))
 
 Key = tuple[str, int, str, int]
-JoinResult = tuple[connection_pb2.Connection | None, record_pb2.Join]
+# (connection, the row's six join columns: status, kernel_events_lost, connection_age ns | None,
+# kernel_request_index, behind_proxy, waited ns | None): store.columns.join_columns / join_message.
+JoinResult = tuple[connection_pb2.Connection | None, tuple]
 Candidate = tuple[str, int, int, bool, object]  # ConnectionTable.candidate_times(): uid, SYN ns, close ns, ...
 
 
@@ -199,11 +209,12 @@ class Joiner:
         self.counters.inc("join.gateway_conn_mismatch")
         return False
 
-    async def join(self, event: auth_event_pb2.AuthEvent) -> JoinResult:
+    async def join_row(self, row: tuple) -> JoinResult:
+        """Join one event row (authwire.store.columns.event_row: validated, addresses canonical)."""
         if self.table is None:
-            return self._inspector_off(event)
+            return self._inspector_off(row)
         self._ensure_listener()
-        key, start_ns, gateway = self._parse(event)
+        key, start_ns, gateway = self._parse(row)
         began = time.monotonic()
         conn = self._select(key, start_ns, gateway)
         if conn is None and self.wait > 0:
@@ -211,38 +222,35 @@ class Joiner:
             conn = await self._wait_for(key, start_ns, gateway, began + self.wait)
             self.counters.inc("join.wait", "found" if conn is not None else "timed_out")
             self.counters.observe("join.wait_seconds", time.monotonic() - began)
-        return self._result(event, conn, start_ns, gateway, time.monotonic() - began)
+        return self._result(row, conn, start_ns, gateway, time.monotonic() - began)
 
-    def _join_now(self, event: auth_event_pb2.AuthEvent) -> JoinResult | None:
-        """The join when it needs no waiting, else None (then join() must run: it waits)."""
-        key, start_ns, gateway = self._parse(event)
+    def _join_now(self, row: tuple) -> JoinResult | None:
+        """The join when it needs no waiting, else None (then join_row() must run: it waits)."""
+        key, start_ns, gateway = self._parse(row)
         conn = self._select(key, start_ns, gateway)
         if conn is None and self.wait > 0:
             return None
-        return self._result(event, conn, start_ns, gateway, 0.0)
+        return self._result(row, conn, start_ns, gateway, 0.0)
 
-    def _inspector_off(self, event: auth_event_pb2.AuthEvent) -> JoinResult:
+    def _inspector_off(self, row: tuple) -> JoinResult:
         self.counters.inc("join", "INSPECTOR_OFF")
-        return None, record_pb2.Join(status=record_pb2.JOIN_STATUS_INSPECTOR_OFF,
-                                     behind_proxy=bool(event.forwarded_for))
+        return None, (record_pb2.JOIN_STATUS_INSPECTOR_OFF, 0, None, 0, bool(row[_XFF]), None)
 
     @staticmethod
-    def _parse(event: auth_event_pb2.AuthEvent) -> tuple[Key, int, tuple[str, int] | None]:
-        key = (canonical_ip(event.client.ip), event.client.port, canonical_ip(event.server.ip), event.server.port)
-        gateway = (event.gateway.node, event.gateway_connection_id) if event.gateway_connection_id else None
-        return key, _ns(event.start_time), gateway
+    def _parse(row: tuple) -> tuple[Key, int, tuple[str, int] | None]:
+        key = (row[_CLIENT_IP], row[_CLIENT_PORT], row[_SERVER_IP], row[_SERVER_PORT])
+        gateway = (row[_GATEWAY_NODE], row[_GATEWAY_CONN]) if row[_GATEWAY_CONN] else None
+        return key, row[_START], gateway
 
-    def _result(self, event: auth_event_pb2.AuthEvent, cand: Candidate | None, start_ns: int,
+    def _result(self, row: tuple, cand: Candidate | None, start_ns: int,
                 gateway: tuple[str, int] | None, waited: float) -> JoinResult:
-        join = record_pb2.Join(behind_proxy=bool(event.forwarded_for))
-        if waited > 0.0005:
-            join.waited.FromNanoseconds(int(waited * 1e9))
+        behind_proxy = bool(row[_XFF])
+        waited_ns = int(waited * 1e9) if waited > 0.0005 else None
         now_ns = time.time_ns()
         if cand is None:
-            join.status = record_pb2.JOIN_STATUS_NO_CONNECTION
-            join.kernel_events_lost = self._lost.lost_since(start_ns - int(LOST_LOOKBACK_S * 1e9), now_ns)
+            lost = self._lost.lost_since(start_ns - int(LOST_LOOKBACK_S * 1e9), now_ns)
             self.counters.inc("join", "NO_CONNECTION")
-            return None, join
+            return None, (record_pb2.JOIN_STATUS_NO_CONNECTION, lost, None, 0, behind_proxy, waited_ns)
         uid, syn_ns, _, mid_stream, handle = cand
         # The facts the store keeps for a connection are those of its first join (then its close): build
         # the Connection (kernel map read, message) only for a connection the store does not know yet.
@@ -252,13 +260,11 @@ class Joiner:
             if snapshot.syn.ip_version and not snapshot.syn.signature:
                 fingerprint.annotate(snapshot.syn)
         syn_ns = syn_ns if not mid_stream else 0
-        if syn_ns:
-            join.connection_age.FromNanoseconds(max(start_ns - syn_ns, 0))
-        join.status = record_pb2.JOIN_STATUS_EXACT
-        join.kernel_request_index = self._count_report(uid, gateway)
-        join.kernel_events_lost = self._lost.lost_since(syn_ns or start_ns, now_ns)
+        age = max(start_ns - syn_ns, 0) if syn_ns else None
+        index = self._count_report(uid, gateway)
+        lost = self._lost.lost_since(syn_ns or start_ns, now_ns)
         self.counters.inc("join", "EXACT")
-        return snapshot, join
+        return snapshot, (record_pb2.JOIN_STATUS_EXACT, lost, age, index, behind_proxy, waited_ns)
 
     async def _wait_for(self, key: Key, start_ns: int, gateway: tuple[str, int] | None,
                         deadline: float) -> Candidate | None:
@@ -298,16 +304,32 @@ class Joiner:
             tracked.gateway = gateway
         return tracked.reports
 
-    async def join_batch(self, events: Sequence[auth_event_pb2.AuthEvent]) -> list[JoinResult]:
-        """Join a batch. Reports that need no waiting are joined inline, in order (a task per event costs
-        ~10 us at ingest rates); only those that must wait for the kernel become tasks, concurrently, so
-        one early report never holds up the rest of its batch."""
+    async def join_rows(self, rows: Sequence[tuple]) -> list[JoinResult]:
+        """Join a batch of event rows. Reports that need no waiting are joined inline, in order (a task per
+        event costs ~10 us at ingest rates); only those that must wait for the kernel become tasks,
+        concurrently, so one early report never holds up the rest of its batch."""
         if self.table is None:
-            return [self._inspector_off(e) for e in events]
+            return [self._inspector_off(r) for r in rows]
         self._ensure_listener()
-        results: list[JoinResult | None] = [self._join_now(e) for e in events]
+        results: list[JoinResult | None] = [self._join_now(r) for r in rows]
         later = [i for i, r in enumerate(results) if r is None]
         if later:
-            for i, r in zip(later, await asyncio.gather(*(self.join(events[i]) for i in later)), strict=True):
+            for i, r in zip(later, await asyncio.gather(*(self.join_row(rows[i]) for i in later)), strict=True):
                 results[i] = r
         return results  # type: ignore[return-value]
+
+    # -- AuthEvent messages (tests, tools): addresses canonicalized here, the Join as a message ------------
+
+    async def join(self, event: auth_event_pb2.AuthEvent) -> tuple[connection_pb2.Connection | None, record_pb2.Join]:
+        conn, cols = await self.join_row(_row_of(event))
+        return conn, join_message(cols)
+
+    async def join_batch(self, events: Sequence[auth_event_pb2.AuthEvent]
+                         ) -> list[tuple[connection_pb2.Connection | None, record_pb2.Join]]:
+        return [(conn, join_message(cols)) for conn, cols in await self.join_rows([_row_of(e) for e in events])]
+
+
+def _row_of(event: auth_event_pb2.AuthEvent) -> tuple:
+    row = list(event_row(event))
+    row[_CLIENT_IP], row[_SERVER_IP] = canonical_ip(row[_CLIENT_IP]), canonical_ip(row[_SERVER_IP])
+    return tuple(row)

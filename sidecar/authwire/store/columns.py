@@ -6,10 +6,11 @@ refers to them by row id. Strings that repeat (hosts, paths, user agents, consum
 the segment's `strings` table and stored as small integers; request ids, forwarded-for and jti hashes, which
 rarely repeat, are stored as text.
 
-COLUMNS is the single list: plain_row() (hot path, hand-written for speed, checked against COLUMNS by
-tests/store/test_columns.py) extracts the values, the generated `intern_row` turns a plain row into the
-tuple SQLite stores, `json_dict` into the proto3 JSON object (exactly records.to_dict of the assembled
-record) and `assemble` into the message.
+COLUMNS is the single list: event_row() (hand-written for speed, checked against COLUMNS by
+tests/store/test_columns.py; the native pass authwire.ingest._eventwire builds the same tuples from an
+event's bytes) extracts an event's values, finish_rows() adds the join's to make plain rows, the generated
+`intern_row` turns a plain row into the tuple SQLite stores, `json_dict` into the proto3 JSON object
+(exactly records.to_dict of the assembled record) and `assemble` into the message.
 """
 
 from __future__ import annotations
@@ -101,31 +102,65 @@ def ip_key(ip: str) -> bytes:
     return _pton(ip)
 
 
-def plain_row(e: auth_event_pb2.AuthEvent, received_ns: int, conn: connection_pb2.Connection | None,
-              j: record_pb2.Join) -> tuple:
-    """The record's values in COLUMNS order (+ present, + the Connection). Hot path: one call per record."""
+EVENT_COLUMNS = COLUMNS.index(("join_status", "join.status", "enum:JoinStatus"))  # 38: the event's columns
+EVENT_PRESENT = EVENT_COLUMNS       # event row: presence bits of the event's sub-messages (CONTAINERS 0-5)
+EVENT_SOURCE = EVENT_COLUMNS + 1    # event row: the event itself, as bytes (native pass) or its message
+JOIN_BIT = 1 << CONTAINERS.index("join")
+
+
+def event_row(e: auth_event_pb2.AuthEvent) -> tuple:
+    """The event's part of a plain row (COLUMNS up to the join's, received_ns None), its presence bits and
+    the message itself. Python's path; authwire.ingest._eventwire builds the same tuple from the bytes."""
     g, c, s, h, a = e.gateway, e.client, e.server, e.http, e.auth
     w = a.jwt
     has = e.HasField
     present = ((has("gateway") and 1) | (has("client") and 2) | (has("server") and 4) | (has("http") and 8)
-               | (has("auth") and 16) | (a.HasField("jwt") and 32) | 64)
+               | (has("auth") and 16) | (a.HasField("jwt") and 32))
     st = e.start_time if has("start_time") else None
     lat = e.latency if has("latency") else None
-    age = j.connection_age if j.HasField("connection_age") else None
-    waited = j.waited if j.HasField("waited") else None
     return (
-        st.seconds * 1_000_000_000 + st.nanos if st is not None else None, received_ns, e.request_id,
+        st.seconds * 1_000_000_000 + st.nanos if st is not None else None, None, e.request_id,
         lat.seconds * 1_000_000_000 + lat.nanos if lat is not None else None,
         g.kind, g.node, g.version, c.ip, c.port, s.ip, s.port, e.forwarded_for, e.gateway_connection_id,
         e.connection_requests, h.method, h.host, h.path, h.status, h.user_agent, h.request_bytes,
         h.response_bytes, e.route_id, e.service_id, a.method, a.outcome, a.plugin, a.consumer,
         a.credential_id, a.reason, a.message, w.iss, w.sub, w.aud, w.kid, w.exp, w.iat, w.jti_hash, w.alg,
-        j.status, j.kernel_events_lost,
-        age.seconds * 1_000_000_000 + age.nanos if age is not None else None,
-        j.kernel_request_index, j.behind_proxy,
-        waited.seconds * 1_000_000_000 + waited.nanos if waited is not None else None,
-        present, conn,
+        present, e,
     )
+
+
+def join_columns(j: record_pb2.Join) -> tuple:
+    """A Join message as the row's six join columns (what the joiner returns)."""
+    age = j.connection_age if j.HasField("connection_age") else None
+    waited = j.waited if j.HasField("waited") else None
+    return (j.status, j.kernel_events_lost, age.seconds * 1_000_000_000 + age.nanos if age is not None else None,
+            j.kernel_request_index, j.behind_proxy,
+            waited.seconds * 1_000_000_000 + waited.nanos if waited is not None else None)
+
+
+def join_message(cols: tuple) -> record_pb2.Join:
+    """The Join message of the row's six join columns."""
+    status, lost, age, index, behind_proxy, waited = cols
+    j = record_pb2.Join(status=status, kernel_events_lost=lost, kernel_request_index=index, behind_proxy=behind_proxy)
+    if age is not None:
+        j.connection_age.FromNanoseconds(age)
+    if waited is not None:
+        j.waited.FromNanoseconds(waited)
+    return j
+
+
+def finish_rows(events: list[tuple], received_ns: int, joined: list[tuple]) -> list[tuple]:
+    """Plain rows from event rows and their join results ((connection, join columns) each). Python's
+    version of authwire.ingest._eventwire.rows (used when the extension is not built)."""
+    n = EVENT_COLUMNS
+    return [(ev[0], received_ns, *ev[2:n], *cols, ev[n] | JOIN_BIT, conn)
+            for ev, (conn, cols) in zip(events, joined, strict=True)]
+
+
+def plain_row(e: auth_event_pb2.AuthEvent, received_ns: int, conn: connection_pb2.Connection | None,
+              j: record_pb2.Join) -> tuple:
+    """The record's values in COLUMNS order (+ present, + the Connection)."""
+    return finish_rows([event_row(e)], received_ns, [(conn, join_columns(j))])[0]
 
 
 def plain_row_of(record: record_pb2.EnrichedRecord) -> tuple:
