@@ -264,3 +264,35 @@ def test_sidecar_outage_is_counted_bounded_and_recovers(nginx_available, short_t
         server.stop()
         if sidecar is not None:
             sidecar.kill()
+
+
+def test_ring_wraps_without_losing_or_mixing_requests(nginx_available, short_tmp, gw_sidecar):
+    # a request is six values in six parallel ring arrays of queue_max slots: with 7 slots and groups of 3,
+    # batches start at every slot and cross the ring's end; each record must keep its own host, path and
+    # auth outcome (no column shifted against another), every request exactly once
+    server = start(short_tmp, queue_max=7, batch_max_size=5, packed_var="authwire_vars")
+    try:
+        sent = 0
+        for group in range(8):
+            for j in range(3):
+                i = group * 3 + j
+                if i % 2:
+                    code, _, _ = nginx_process.http_request(server.port, f"/key/r{i}", {"apikey": API_KEY},
+                                                            host=f"h{i}.example")
+                else:
+                    code, _, _ = nginx_process.http_request(server.port, f"/public/r{i}", host=f"h{i}.example")
+                assert code == 200
+                sent += 1
+            wait_records(gw_sidecar, sent)  # the group is shipped before the next one queues
+        got = records(gw_sidecar)
+        stats = status(server)
+    finally:
+        server.stop()
+    assert stats.get("dropped_queue_full", 0) == 0
+    assert sorted(r.event.http.path for r in got) == sorted(
+        f"/key/r{i}" if i % 2 else f"/public/r{i}" for i in range(24))
+    for r in got:
+        i = int(r.event.http.path.rsplit("r", 1)[1])
+        assert r.event.http.host == f"h{i}.example"
+        want = ("alice", ae.AUTH_OUTCOME_SUCCESS) if i % 2 else ("", ae.AUTH_OUTCOME_NOT_ATTEMPTED)
+        assert (r.event.auth.consumer, r.event.auth.outcome) == want, r.event.http.path

@@ -86,7 +86,7 @@ local function digits(s, i, j)
   return n
 end
 
-local function unpack_vars(packed, c)
+local function unpack_vars(packed, host)
   local t = unpacked
   local pos = 1
   for i = 1, PACKED_N - 1 do
@@ -102,7 +102,7 @@ local function unpack_vars(packed, c)
     pos = bar + 1
   end
   t.uri = packed:sub(pos)
-  t.host = c.host
+  t.host = host
   return t
 end
 
@@ -138,17 +138,9 @@ function _M.capture_var(var, opts)
   return c
 end
 
---- The timer half: the common part of the event from captured values.
--- @param c a capture_var() result
--- @param opts {gateway = "apisix"|"kong"|"other", node, version}
--- @param ev optional: an event table from an earlier call to fill again instead of allocating one (for a
---        batch loop that encodes each event before building the next; route_id, service_id and auth are
---        reset to nil)
-function _M.from_captured(c, opts, ev)
-  local var = c
-  if c.packed then
-    var = unpack_vars(c.packed, c) or {}
-  end
+-- The common part of the event from the variables (a capture table or unpack_vars()'s), the User-Agent and
+-- the two clock readings.
+local function fill(ev, var, ua, start_time, now, opts)
   -- realip_remote_addr/port hold the TCP peer when the real-ip module rewrote remote_addr (nginx >= 1.9.7)
   local peer_ip = ip_of(var.realip_remote_addr) or ip_of(var.remote_addr)
   local peer_port = num(var.realip_remote_port) or num(var.remote_port)
@@ -163,7 +155,7 @@ function _M.from_captured(c, opts, ev)
   -- nginx's clock has millisecond resolution (ngx.req.start_time(), ngx.now()): round to whole ms and convert
   -- with integer math (exact in a double below 2^53), so the sidecar sees a whole-ms time and applies its
   -- 1 ms slack for millisecond clocks. (start - s) * 1e9 would give .382999897 s, not .383.
-  local start_ms, now_ms = floor(c.start_time * 1000 + 0.5), floor(c.now * 1000 + 0.5)
+  local start_ms, now_ms = floor(start_time * 1000 + 0.5), floor(now * 1000 + 0.5)
   local s = floor(start_ms / 1000)
   local st = ev.start_time
   st.seconds, st.nanos = s, (start_ms - s * 1000) * 1000000
@@ -182,7 +174,7 @@ function _M.from_captured(c, opts, ev)
   sv.ip, sv.port = ip_of(var.server_addr), num(var.server_port)
   local h = ev.http
   h.method, h.host, h.path = cut(var.request_method, 16), cut(var.host, 255), cut(var.uri, 2048)
-  h.status, h.user_agent = num(var.status), cut(c.http_user_agent, 512)
+  h.status, h.user_agent = num(var.status), cut(ua, 512)
   h.request_bytes, h.response_bytes = num(var.request_length), num(var.bytes_sent)
   ev.request_id = cut(var.request_id, 128)
   ev.forwarded_for = forwarded
@@ -190,6 +182,26 @@ function _M.from_captured(c, opts, ev)
   ev.connection_requests = num(var.connection_requests)
   ev.route_id, ev.service_id, ev.auth = nil, nil, nil
   return ev
+end
+
+--- The timer half: the common part of the event from captured values.
+-- @param c a capture_var() result
+-- @param opts {gateway = "apisix"|"kong"|"other", node, version}
+-- @param ev optional: an event table from an earlier call to fill again instead of allocating one (for a
+--        batch loop that encodes each event before building the next; route_id, service_id and auth are
+--        reset to nil)
+function _M.from_captured(c, opts, ev)
+  local var = c
+  if c.packed then
+    var = unpack_vars(c.packed, c.host) or {}
+  end
+  return fill(ev, var, c.http_user_agent, c.start_time, c.now, opts)
+end
+
+--- from_captured() for a caller that kept the scalars itself (no capture table): the packed variable's
+--- value, $host, $http_user_agent (or nil), ngx.req.start_time(), ngx.now().
+function _M.from_packed(packed, host, ua, start_time, now, opts, ev)
+  return fill(ev, unpack_vars(packed, host) or {}, ua, start_time, now, opts)
 end
 
 --- Both halves at once (for callers that build the event where they capture it).
@@ -242,24 +254,26 @@ end
 --- The auth part.
 -- @param a {plugin, consumer, credential_id, success (bool), attempted (bool), status, message,
 --           gateway, jwt (claims table)}
-function _M.auth(a)
+-- @param out optional: a table from an earlier call to fill again (every field is set) instead of a new one
+function _M.auth(a, out)
+  local o = out or {}
+  local plugin = a.plugin
   if not a.attempted then
-    return { method = a.plugin and reasons.method_of(a.plugin) or "none", outcome = "not_attempted",
-             plugin = a.plugin }
+    o.method, o.outcome, o.plugin = plugin and reasons.method_of(plugin) or "none", "not_attempted", plugin
+    o.consumer, o.credential_id, o.reason, o.message, o.jwt = nil, nil, nil, nil, nil
+    return o
   end
   if a.success then
-    return {
-      method = reasons.method_of(a.plugin), outcome = "success", plugin = a.plugin,
-      consumer = a.consumer, credential_id = a.credential_id, jwt = a.jwt,
-    }
+    o.method, o.outcome, o.plugin = reasons.method_of(plugin), "success", plugin
+    o.consumer, o.credential_id, o.reason, o.message, o.jwt = a.consumer, a.credential_id, nil, nil, a.jwt
+    return o
   end
   local reason, plugin_hint = reasons.classify(a.gateway, a.status, a.message)
-  local plugin = a.plugin or plugin_hint
-  local message = _M.safe_message(a.message)
-  return {
-    method = reasons.method_of(plugin), outcome = "failure", plugin = plugin, consumer = a.consumer,
-    credential_id = a.credential_id, reason = reason, message = message, jwt = a.jwt,
-  }
+  plugin = plugin or plugin_hint
+  o.method, o.outcome, o.plugin = reasons.method_of(plugin), "failure", plugin
+  o.consumer, o.credential_id, o.reason = a.consumer, a.credential_id, reason
+  o.message, o.jwt = _M.safe_message(a.message), a.jwt
+  return o
 end
 
 --- The message of a JSON error body ({"message": "..."}), or the body's first line when it is not JSON.

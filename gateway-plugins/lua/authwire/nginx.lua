@@ -22,22 +22,31 @@ function _M.body_filter()
   end
 end
 
--- Timer side: captured entry -> AuthEvent table (the reporter encodes the batch into one buffer).
+-- Timer side: one queued request -> AuthEvent table (the reporter encodes the batch into one buffer).
+-- Queued: the packed variable (or, without conf.packed_var, an event.capture_var() table), $host,
+-- $http_user_agent, start time, now, ngx.ctx.authwire.
 local function builder(conf)
   local opts = { gateway = conf.gateway or "other", node = conf.node, version = conf.version }
-  local scratch -- one event table refilled per event: each is encoded before the next is built
-  return function(c)
-    local ev = event.from_captured(c, opts, scratch)
-    scratch = ev
-    local a = c.auth
-    if a then
-      ev.auth = event.auth({
-        attempted = true, plugin = a.plugin, success = a.success, consumer = a.consumer,
-        credential_id = event.credential_id(a.credential_id, conf), status = ev.http.status,
-        message = a.message or event.message_of_body(a.body), gateway = conf.gateway, jwt = a.jwt,
-      })
+  local gateway = conf.gateway
+  -- refilled per event: each is encoded before the next is built
+  local scratch, scratch_auth, args = nil, {}, {}
+  return function(packed, host, ua, start, now, a)
+    local ev
+    if type(packed) == "string" then
+      ev = event.from_packed(packed, host, ua, start, now, opts, scratch)
     else
-      ev.auth = event.auth({ attempted = false })
+      ev = event.from_captured(packed, opts, scratch)
+    end
+    scratch = ev
+    if a then
+      args.attempted, args.plugin, args.success, args.consumer = true, a.plugin, a.success, a.consumer
+      args.credential_id, args.status = event.credential_id(a.credential_id, conf), ev.http.status
+      args.message = a.message or (not a.success and event.message_of_body(a.body) or nil)
+      args.gateway, args.jwt = gateway, a.jwt
+      ev.auth = event.auth(args, scratch_auth)
+    else
+      args.attempted, args.plugin = false, nil
+      ev.auth = event.auth(args, scratch_auth)
     end
     return ev
   end
@@ -54,16 +63,23 @@ local function reporter_for(conf)
   return r
 end
 
+-- Only scalars are kept per request: the packed variable, $host, $http_user_agent, the two clock readings
+-- and the auth step's own ngx.ctx.authwire table (no table of ours, no string built).
 local function capture_and_push(conf, r)
-  local c = event.capture_var(ngx.var, conf)
-  c.auth = ngx.ctx.authwire
-  return r:push(c)
+  local var = ngx.var
+  local packed_var = conf.packed_var
+  local packed = packed_var and var[packed_var]
+  if packed then
+    return r:push(packed, var.host, conf.include_user_agent ~= false and var.http_user_agent or nil,
+                  ngx.req.start_time(), ngx.now(), ngx.ctx.authwire)
+  end
+  return r:push(event.capture_var(var, conf), nil, nil, nil, nil, ngx.ctx.authwire)
 end
 
 --- Capture the current request's values and queue them (the event is built and encoded in the sending
 -- timer). Never raises; returns true when queued.
 function _M.log(conf)
-  local r = reporter_for(conf)
+  local r = reporters[conf] or reporter_for(conf)
   local ok, queued = pcall(capture_and_push, conf, r)
   if not ok then
     r:inc("encode_errors", 1)

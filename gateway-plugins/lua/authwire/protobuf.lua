@@ -273,15 +273,29 @@ local function reserve(n)
   end
 end
 
+-- Unrolled for the common sizes: a small loop with a varying trip count inside the batch loop makes
+-- LuaJIT abort traces ("leaving loop in root trace") until it blacklists them and interprets the encoder.
 local function put_varint(n)
   reserve(10)
-  while n >= 128 do
-    buf[pos] = n % 128 + 128
+  if n < 128 then
+    buf[pos] = n
     pos = pos + 1
-    n = floor(n / 128)
+  elseif n < 16384 then
+    buf[pos], buf[pos + 1] = n % 128 + 128, floor(n / 128)
+    pos = pos + 2
+  elseif n < 2097152 then
+    local m = floor(n / 128)
+    buf[pos], buf[pos + 1], buf[pos + 2] = n % 128 + 128, m % 128 + 128, floor(m / 128)
+    pos = pos + 3
+  else
+    while n >= 128 do
+      buf[pos] = n % 128 + 128
+      pos = pos + 1
+      n = floor(n / 128)
+    end
+    buf[pos] = n
+    pos = pos + 1
   end
-  buf[pos] = n
-  pos = pos + 1
 end
 
 local function put_bytes(str)
@@ -309,12 +323,16 @@ local function len_end(at)
   local extra = len < 16384 and 1 or len < 2097152 and 2 or len < 268435456 and 3 or 4
   reserve(extra)
   C.memmove(buf + at + 1 + extra, buf + at + 1, len)
-  local n = len
-  for k = 0, extra - 1 do
-    buf[at + k] = n % 128 + 128
-    n = floor(n / 128)
+  if extra == 1 then -- nearly always: events are 128..16383 bytes (no loop: see put_varint)
+    buf[at], buf[at + 1] = len % 128 + 128, floor(len / 128)
+  else
+    local n = len
+    for k = 0, extra - 1 do
+      buf[at + k] = n % 128 + 128
+      n = floor(n / 128)
+    end
+    buf[at + extra] = n
   end
-  buf[at + extra] = n
   pos = pos + extra
 end
 
@@ -414,35 +432,59 @@ end
 -- so a batch is one string (no per-event string, no second copy to frame it)
 local EVENTS_KEY = key(1, LEN)
 
-local function put_event(build, item)
-  local ev, err = build(item)
-  if type(ev) ~= "table" then
-    error(err or "no event", 0)
+-- the batch loop's state, in upvalues so that the one pcall around it can resume after a bad item
+local at_item, item_start, items_done = 0, 0, 0
+
+local function put_items(items, build, from, offset)
+  local encode = ENCODERS.AuthEvent
+  local indexed = type(items) == "number"
+  for i = from, indexed and items or #items do
+    at_item, item_start = i, pos
+    local ev, err
+    if indexed then
+      ev, err = build(offset + i)
+    else
+      ev, err = build(items[i])
+    end
+    if type(ev) == "table" then
+      put_bytes(EVENTS_KEY)
+      local at = len_begin()
+      encode(ev)
+      len_end(at)
+    elseif type(ev) == "string" then -- already encoded
+      put_bytes(EVENTS_KEY)
+      put_varint(#ev)
+      put_bytes(ev)
+    else
+      error(err or "no event", 0)
+    end
+    items_done = items_done + 1
   end
-  put_bytes(EVENTS_KEY)
-  local at = len_begin()
-  ENCODERS.AuthEvent(ev)
-  len_end(at)
 end
 
 --- The events part of a ReportRequest (what frame_events returns) built straight from the items:
---- build(item) -> an AuthEvent table (or nil, err); it must not encode anything itself (one buffer). An item
---- that fails to build or encode is reported to on_error(err) and left out.
+--- build(item) -> an AuthEvent table, or its encoded bytes (a string), or nil, err; a table must not be
+--- encoded by build itself (one buffer). An item that fails to build or encode is reported to
+--- on_error(err) and left out.
+--- items may also be a count n: then build(offset + i) is called for i = 1..n (a caller keeping its
+--- entries in columns builds from those, without a table per entry).
 --- @return the bytes, and how many events they hold
-function _M.encode_events(items, build, on_error)
-  pos = 0
-  local n = 0
-  for i = 1, #items do
-    local start = pos
-    local ok, err = pcall(put_event, build, items[i])
+function _M.encode_events(items, build, on_error, offset)
+  pos, items_done = 0, 0
+  local from, n = 1, type(items) == "number" and items or #items
+  offset = offset or 0
+  -- one pcall per batch, not per event: returning into a pcall frame is NYI for LuaJIT traces, so a pcall
+  -- per event left the batch loop interpreted. After an error the loop resumes behind the bad item.
+  while from <= n do
+    local ok, err = pcall(put_items, items, build, from, offset)
     if ok then
-      n = n + 1
-    else
-      pos = start
-      on_error(err)
+      break
     end
+    pos = item_start -- drop the bad item's partial bytes
+    on_error(err)
+    from = at_item + 1
   end
-  return ffi.string(buf, pos), n
+  return ffi.string(buf, pos), items_done
 end
 
 --- Encode one AuthEvent table (field names as in auth_event.proto). Errors name the bad field.

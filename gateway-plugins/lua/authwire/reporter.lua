@@ -1,10 +1,13 @@
--- Per-worker bounded queue of encoded AuthEvents, shipped in batches to the sidecar from ngx.timer only.
+-- Per-worker bounded queue of captured requests, built, encoded and shipped in batches to the sidecar from
+-- ngx.timer only.
 --
--- push() is all the request path does: O(1), no I/O, never blocks; when the queue is full the event is
--- dropped and counted (a sidecar outage must never slow or break a request, nor grow memory without bound).
--- A timer drains the queue: batch -> grpc_web_client.report(); on failure it retries with exponential
--- backoff for up to max_retry_time, then drops the batch (counted). Errors are logged at most once per
--- log_interval so an outage cannot flood the error log; the first success after an outage logs once.
+-- push() is all the request path does: O(1), no I/O, never blocks, no allocation: a request is six scalars
+-- stored in six parallel ring arrays (a table per request cost its allocation in the log phase and its
+-- collection later). When the queue is full the event is dropped and counted (a sidecar outage must never
+-- slow or break a request, nor grow memory without bound). A timer drains the queue: build + encode a batch
+-- into one buffer -> grpc_web_client.report_batch(); on failure it retries with exponential backoff for up
+-- to max_retry_time, then drops the batch (counted). Errors are logged at most once per log_interval so an
+-- outage cannot flood the error log; the first success after an outage logs once.
 --
 -- Counters live in the reporter (stats()) and, when conf.stats_dict names a lua_shared_dict, are mirrored
 -- there so any worker (or a status endpoint) can read the totals of all workers.
@@ -43,8 +46,8 @@ local COUNTERS = { "pushed", "sent", "rejected", "dropped_queue_full", "dropped_
 local instances = {}
 
 --- A reporter for `conf` (one per worker per name; later calls return the same one).
--- @param build optional function(entry) -> AuthEvent table | nil, err: queued entries are built and encoded
---        AuthEvents in the sending timer, a batch at a time (without it, entries must already be bytes)
+-- @param build function(a, b, c, d, e, f) -> AuthEvent table | nil, err: called in the sending timer with
+--        the six values one push() queued, a batch at a time; the reporter encodes what it returns
 function _M.new(conf, build)
   conf = conf or {}
   local name = conf.name or conf.sidecar or DEFAULTS.sidecar
@@ -60,8 +63,9 @@ function _M.new(conf, build)
     c[k] = v
   end
   self = setmetatable({
-    conf = c, name = name,
-    q = {}, head = 1, tail = 0, -- events head..tail (counters), in slots (i - 1) % queue_max + 1
+    conf = c, name = name, cap = c.queue_max, batch_max = c.batch_max_size,
+    -- events head..tail (counters), in slot (i - 1) % queue_max + 1 of each column
+    q1 = {}, q2 = {}, q3 = {}, q4 = {}, q5 = {}, q6 = {}, head = 1, tail = 0,
     running = false, scheduled = false,
     failing = false, last_log = -1e9, suppressed = 0,
     stats_dict = c.stats_dict and ngx.shared[c.stats_dict] or nil,
@@ -71,6 +75,13 @@ function _M.new(conf, build)
   }, mt)
   for _, k in ipairs(COUNTERS) do
     self.counters[k] = 0
+  end
+  self.build_slot = function(slot)
+    return build(self.q1[slot], self.q2[slot], self.q3[slot], self.q4[slot], self.q5[slot], self.q6[slot])
+  end
+  self.encode_failed = function(err)
+    self:inc("encode_errors", 1)
+    self:log_limited(ERR, "cannot encode an event: ", err)
   end
   instances[name] = self
   return self
@@ -125,36 +136,56 @@ local function schedule(self, delay)
   self.scheduled = true
 end
 
---- Queue one entry (an encoded AuthEvent, or what `build` takes). Returns true, or false when it was
--- dropped (queue full).
-function _M:push(encoded)
-  local cap = self.conf.queue_max
-  if self.tail - self.head + 1 >= cap then
+--- Queue one request: up to six values (what `build` takes). Returns true, or false when it was dropped
+-- (queue full).
+function _M:push(a, b, c, d, e, f)
+  local tail, cap = self.tail + 1, self.cap
+  if tail - self.head >= cap then
     self:inc("dropped_queue_full", 1)
     self:log_limited(WARN, "queue full (", cap, " events), dropping new events")
     return false
   end
   -- a ring of queue_max slots: under steady load the queue never empties, and ever-growing indexes would
   -- move the table's entries into its hash part
-  local tail = self.tail + 1
   self.tail = tail
-  self.q[(tail - 1) % cap + 1] = encoded
-  self:inc("pushed", 1)
-  schedule(self, self:count() >= self.conf.batch_max_size and 0 or self.conf.flush_interval)
+  local slot = (tail - 1) % cap + 1
+  self.q1[slot], self.q2[slot], self.q3[slot], self.q4[slot], self.q5[slot], self.q6[slot] = a, b, c, d, e, f
+  local counters = self.counters
+  counters.pushed = counters.pushed + 1
+  if self.stats_dict then
+    self.stats_dict:incr("authwire:pushed", 1, 0)
+  end
+  if not (self.scheduled or self.running) then
+    schedule(self, tail - self.head + 1 >= self.batch_max and 0 or self.conf.flush_interval)
+  end
   return true
 end
 
-local function take(self)
-  local n = min(self:count(), self.conf.batch_max_size)
-  local batch = {}
-  local q, head, cap = self.q, self.head, self.conf.queue_max
-  for i = 1, n do
-    local at = (head + i - 2) % cap + 1
-    batch[i] = q[at]
-    q[at] = nil
+local function clear(q, from, to)
+  for i = from, to do
+    q[i] = nil
+  end
+end
+
+-- Build and encode the next batch (at most batch_max_size events) and free its slots: the encoded events
+-- as one ReportRequest.events string, and how many were taken and encoded.
+local function encode_next(self)
+  local n = min(self:count(), self.batch_max)
+  local head, cap = self.head, self.cap
+  local first = (head - 1) % cap + 1
+  -- the batch's slots: first..first+n-1, wrapping at most once
+  local n1 = min(n, cap - first + 1)
+  local framed, good = protobuf.encode_events(n1, self.build_slot, self.encode_failed, first - 1)
+  if n1 < n then
+    local rest, good2 = protobuf.encode_events(n - n1, self.build_slot, self.encode_failed, 0)
+    framed, good = framed .. rest, good + good2
+  end
+  for _, q in ipairs({ self.q1, self.q2, self.q3, self.q4, self.q5, self.q6 }) do
+    clear(q, first, first + n1 - 1)
+    clear(q, 1, n - n1)
   end
   self.head = head + n
-  return batch
+  return framed, n, good
 end
 
 -- framed: the batch's events, encoded once (a retry re-sends these bytes); n: how many
@@ -195,28 +226,16 @@ local function send_with_retry(self, framed, n, exiting)
   end
 end
 
--- The batch's events as one ReportRequest.events string, and how many.
-local function encode_batch(self, batch)
-  local build = self.build
-  if not build then
-    return protobuf.frame_events(batch), #batch -- already encoded
-  end
-  return protobuf.encode_events(batch, build, function(err)
-    self:inc("encode_errors", 1)
-    self:log_limited(ERR, "cannot encode an event: ", err)
-  end)
-end
-
 -- Send full batches; a partial one waits flush_interval for company (the next timer), except on exit.
 -- Sending whatever trickled in during the previous send would mean one HTTP exchange per few events.
 local function drain(self, exiting)
   repeat
-    local framed, n = encode_batch(self, take(self))
+    local framed, n, good = encode_next(self)
     if n > 0 then
       self:inc("batches", 1)
-      send_with_retry(self, framed, n, exiting)
+      send_with_retry(self, framed, good, exiting)
     end
-  until self:count() == 0 or (self:count() < self.conf.batch_max_size and not exiting)
+  until self:count() == 0 or (self:count() < self.batch_max and not exiting)
 end
 
 function flush(premature, self)
