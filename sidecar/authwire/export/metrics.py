@@ -90,6 +90,9 @@ COUNTERS: dict[str, CounterSpec] = {
                                       "Envoy access-log entries that could not be mapped, by reason"),
     "envoy_als.lost": CounterSpec("envoy_als_lost_entries", "reason",
                                   "Envoy access-log entries lost after mapping, by reason"),
+    "envoy_als.read_paused": CounterSpec("envoy_als_read_pauses", "",
+                                         "Times an Envoy access-log stream stopped reading because too many of "
+                                         "its entries were in flight (Envoy drops what it cannot send)"),
     "envoy_als.no_identifier": CounterSpec("envoy_als_streams_without_identifier", "",
                                            "Envoy access-log streams whose first message had no identifier"),
     "envoy_als.malformed": CounterSpec("envoy_als_malformed", "kind",
