@@ -11,12 +11,14 @@ stored. Prints, per message size:
   als_replay: <bytes> bytes/message (<n> entries): <entries/s> stored; sidecar CPU <us> us/entry (event loop <us>,
               other threads <us>), mapping alone <us> us/entry
 
-The sidecar's CPU is /proc (every thread); "mapping alone" is entry_to_event in this process on the same
-entries. The client runs on the same cores: entries/s is what was left for the sidecar.
+The sidecar's CPU is /proc (every thread); "mapping alone" is what the stream does per entry (entry_to_item:
+the mapping and the native pass's row) in this process on the same entries. The client runs on the same
+cores: entries/s is what was left for the sidecar.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import copy
 import sys
@@ -86,16 +88,21 @@ def stored(sidecar) -> int:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=ENTRIES, help="entries replayed per message size")
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="ALS message sizes (bytes)")
+    args = parser.parse_args()
     node = envoy_als.EnvoyNode("authwire-envoy", "1.40.0")
     with tempfile.TemporaryDirectory() as tmp_name:
         sidecar = start_sidecar(Path(tmp_name), "--retention-age", "0")
         try:
-            for size in SIZES:
-                batch, identifier = entries(ENTRIES, int(time.time()))
+            for size in args.sizes:
+                batch, identifier = entries(args.entries, int(time.time()))
                 frames = messages(batch, identifier, size)
+                now = time.time()
                 t0 = time.process_time()
                 for entry in batch:
-                    envoy_als.entry_to_event(entry, node, "x-consumer")
+                    envoy_als.entry_to_item(entry, node, "x-consumer", now)
                 mapping_us = 1e6 * (time.process_time() - t0) / len(batch)
                 before, cpu0, threads0 = stored(sidecar), cpu_seconds(sidecar.process.pid), \
                     thread_cpu_seconds(sidecar.process.pid)

@@ -24,7 +24,13 @@ _SHORT = [varint(n) for n in range(4096)]  # most lengths and ports: a list inde
 
 
 def uvarint(n: int) -> bytes:
-    return _SHORT[n] if n < 4096 else varint(n)
+    if n < 4096:
+        return _SHORT[n]
+    if n < 0x4000:  # ports, lengths of long strings: two or three bytes without the loop
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+    return varint(n)
 
 
 def message_field(tag: bytes, data: bytes) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,34 @@ def test_unknown_method_numbers_and_no_latency_give_empty_fields():
     assert event.http.method == "" and not event.HasField("latency")
     entry.common_properties.time_to_last_downstream_tx_byte.nanos = 5000
     assert entry_to_event(entry, EnvoyNode(), "x-consumer").latency.nanos == 5000
+
+
+def test_every_captured_entry_takes_the_native_pass_with_the_python_paths_row():
+    """The stream hands Pipeline.report the native pass's event row for an ordinary entry (no AuthEvent built),
+    and that row is exactly what validation + event_row make of the mapped AuthEvent."""
+    from authwire.counters import Counters
+    from authwire.ingest import event_rows
+    from authwire.ingest.envoy_als import entry_to_item
+    from authwire.ingest.validate import validate
+    from authwire.store.columns import EVENT_SOURCE, event_row
+    from support import require
+
+    require(event_rows.native is not None, "the native pass authwire.ingest._eventwire is not built")
+    now = time.time()
+    raw = copy.deepcopy(CAPTURE)
+    for entry in raw["httpLogs"]["logEntry"]:  # the capture is from 2026-11-23: make it recent for validation
+        entry["commonProperties"]["startTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    node = EnvoyNode("authwire-envoy", "1.40.0")
+    for entry in message(raw).http_logs.log_entry:
+        item = entry_to_item(entry, node, "x-consumer", now)
+        assert type(item) is tuple, entry.request.path
+        event = entry_to_event(entry, node, "x-consumer")
+        assert validate(event, 0, now, Counters()) == []
+        assert item[:EVENT_SOURCE] == event_row(event)[:EVENT_SOURCE]
+        assert ae.AuthEvent.FromString(item[EVENT_SOURCE]) == event
+    # what the native pass declines comes back as the AuthEvent, for validation to name its problem
+    entry = message(raw).http_logs.log_entry[0]
+    entry.request.path = "/jwt/a?token=x"  # the query is cut; a secret-shaped path is the Python path's to judge
+    entry.request.user_agent = "password=hunter2"
+    item = entry_to_item(entry, node, "x-consumer", now)
+    assert type(item) is ae.AuthEvent and item.http.user_agent == "password=hunter2"

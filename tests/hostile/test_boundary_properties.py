@@ -24,7 +24,7 @@ from authwire.ingest.decode import DecodedReport, Malformed, SalvagedMessage, de
 from authwire.ingest.event_rows import admit
 from authwire.ingest.grpc_web import FrameError, data_frame, parse_frames
 from authwire.ingest.validate import REDACTED, validate
-from authwire.store.columns import INDEX
+from authwire.store.columns import EVENT_SOURCE, INDEX, event_row
 from authwire.v1 import auth_event_pb2 as pb
 from authwire.v1 import ingest_pb2, query_pb2
 from support import auth_event, start_sidecar
@@ -154,7 +154,7 @@ def als_entries(draw) -> accesslog_pb2.HTTPAccessLogEntry:
         address=draw(st.sampled_from(["10.0.0.1", "::1", "fe80::1%eth0", "x", ""])), port_value=draw(UINT32))))
     c.downstream_local_address.CopyFrom(address_pb2.Address(socket_address=address_pb2.SocketAddress(
         address="10.0.0.2", port_value=443)))
-    c.start_time.seconds = draw(st.integers(0, 2**40))
+    c.start_time.seconds = draw(st.one_of(st.integers(0, 2**40), st.just(int(time.time()))))
     c.route_name = draw(TEXT)
     entry.request.request_method = draw(st.integers(0, 200))
     entry.request.request_id = draw(TEXT)
@@ -188,8 +188,14 @@ def test_als_mapping_of_any_entry_is_an_event_or_a_counted_unmapped(entry):
     except envoy_als.Unmapped as exc:
         assert exc.reason
         return
-    validate(event, 0, time.time())  # never raises either
+    now = time.time()
+    item = envoy_als.entry_to_item(entry, envoy_als.EnvoyNode("n", "1.40.0"), "x-consumer", now)
+    problems = validate(event, 0, now)  # never raises either
     assert math.isfinite(event.auth.jwt.exp)
+    if type(item) is tuple:  # the native pass took it: exactly the row validation + event_row make
+        assert problems == [] and item[:EVENT_SOURCE] == event_row(event)[:EVENT_SOURCE]
+    else:
+        assert item == envoy_als.entry_to_event(entry, envoy_als.EnvoyNode("n", "1.40.0"), "x-consumer")
 
 
 def _mapped(entry: accesslog_pb2.HTTPAccessLogEntry, node: envoy_als.EnvoyNode) -> pb.AuthEvent | str:
