@@ -265,6 +265,10 @@ class _Segment:
         if fresh:
             create_private(path, group)
         self.db = _open(path, write=True, create=True)
+        # No checkpoint while a segment is open: one in the writer stalled commits (and acks) by 20-80 ms.
+        # Its WAL is bounded by the segment's size (SEGMENT_ROWS); the indexer thread checkpoints it once
+        # the segment is closed.
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.db.executescript(SEGMENT_SCHEMA)
         if fresh:
             with self.db:
@@ -345,6 +349,7 @@ class Store:
         self._facts: OrderedDict[str, tuple[connection_pb2.Connection, dict | None]] = OrderedDict()
         self._indexer: threading.Thread | None = None
         self._to_index: list[Path] = []
+        self._to_close: list[_Segment] = []  # rolled segments whose connection the indexer closes
         self._index_cv = threading.Condition()
         self._closing = False
         if read_only:
@@ -510,6 +515,10 @@ class Store:
             self._index_cv.notify_all()
         if self._indexer is not None:
             self._indexer.join(timeout=1)
+        with self._index_cv:
+            closing, self._to_close = self._to_close, []
+        for seg in closing:
+            seg.close()
         with self._lock:
             if self._segment is not None:
                 self._segment.close()
@@ -622,10 +631,9 @@ class Store:
         old = self._segment
         with old.db:
             old.db.execute("UPDATE meta SET value = 'closing' WHERE key = 'state'")
-        old.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        old.close()
         self._segment = _Segment(self._segment_path(old.next_id), old.next_id, self.group)
-        with self._index_cv:
+        with self._index_cv:  # closed (and so checkpointed) by the indexer, off the write path
+            self._to_close.append(old)
             self._to_index.append(old.path)
             self._index_cv.notify_all()
         return self._segment
@@ -638,6 +646,9 @@ class Store:
                 if self._closing:
                     return
                 path = self._to_index.pop(0)
+                closing, self._to_close = self._to_close, []
+            for seg in closing:
+                seg.close()
             try:
                 self.build_indexes(path)
             except sqlite3.Error as exc:
