@@ -288,7 +288,32 @@ def _make_json() -> Callable[[tuple, Any], dict]:
     return scope["json_dict"]
 
 
-json_dict = _make_json()
+_json_dict = _make_json()  # the definition; the C builder below must give equal objects (tests/store/test_rowjson.py)
+
+
+def _native_json_dict() -> Callable[[tuple, Any], dict] | None:
+    """authwire.store._rowjson.json_dict configured from COLUMNS and CONTAINERS, or None if not built."""
+    try:
+        from authwire.store import _rowjson
+    except ImportError:  # pragma: no cover - built by every `pip install` with a C compiler (CI checks it is)
+        return None
+    boxes = ["", "event"] + sorted(CONTAINERS, key=lambda path: -path.count("."))
+    box_of = {path: i for i, path in enumerate(boxes)}
+    kinds = {"ts": 1, "ts_rel": 1, "dur": 2, "u64": 3, "i64": 3}
+    cols = []
+    for _, path, kind in COLUMNS:
+        parent, _, leaf = path.rpartition(".")
+        enum = _enum_names(kind[5:]) if kind.startswith("enum:") else None
+        cols.append((4 if enum is not None else kinds.get(kind, 0), box_of[parent], leaf, enum))
+    spec = [(0, -1, "")] + [(0, -1, "event")]
+    for path in boxes[2:]:
+        parent, _, leaf = path.rpartition(".")
+        spec.append((CONTAINERS.index(path), -1 if path == "join" else box_of[parent], leaf))
+    _rowjson.configure(tuple(cols), tuple(spec), PRESENT, box_of["event"], box_of["join"], ts_json, dur_json)
+    return _rowjson.json_dict
+
+
+json_dict = _native_json_dict() or _json_dict
 
 
 # -- assembling a message at read time -------------------------------------------------------------------

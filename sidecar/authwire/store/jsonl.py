@@ -132,7 +132,7 @@ class JsonlSink:
             if why != "signal":
                 log.warning("JSONL file %s was %s; reopened it", self.path, why)
 
-    def write(self, rows: Sequence[tuple], connection_json: Callable[[object], dict]) -> None:
+    def write(self, rows: Sequence[tuple], connection_json: Callable[[object], object]) -> None:
         """Append one line per plain row; failures are counted, never raised."""
         try:
             self._check_path()

@@ -51,6 +51,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from authwire.records import short_enum, to_dict
 from authwire.store import columns as C
 from authwire.v1 import auth_event_pb2, connection_pb2, query_pb2, record_pb2
@@ -346,7 +348,7 @@ class Store:
         self._lock = threading.Lock()           # writer state (segment roll, retention) vs. close
         self._segment: _Segment | None = None
         self._lost: str | None = None
-        self._facts: OrderedDict[str, tuple[connection_pb2.Connection, dict | None]] = OrderedDict()
+        self._facts: OrderedDict[str, tuple[connection_pb2.Connection, orjson.Fragment | None]] = OrderedDict()
         self._indexer: threading.Thread | None = None
         self._to_index: list[Path] = []
         self._to_close: list[_Segment] = []  # rolled segments whose connection the indexer closes
@@ -548,13 +550,14 @@ class Store:
             return conn
         return kept[0]
 
-    def connection_json(self, conn: connection_pb2.Connection) -> dict:
-        """records.to_dict of the kept facts of conn, computed once per connection."""
+    def connection_json(self, conn: connection_pb2.Connection) -> orjson.Fragment:
+        """records.to_dict of the kept facts of conn, encoded once per connection (orjson embeds the
+        fragment in every JSON line of that connection's records)."""
         kept = self._facts.get(conn.uid)
         if kept is None or kept[0] is not conn:
-            return to_dict(conn)
+            return orjson.Fragment(orjson.dumps(to_dict(conn)))
         if kept[1] is None:
-            kept = self._facts[conn.uid] = (conn, to_dict(conn))
+            kept = self._facts[conn.uid] = (conn, orjson.Fragment(orjson.dumps(to_dict(conn))))
         return kept[1]
 
     def write(self, records: Sequence[record_pb2.EnrichedRecord]) -> None:
