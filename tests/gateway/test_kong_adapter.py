@@ -172,13 +172,14 @@ route("route-ldap", "/ldap/", {{{{"ldap-auth", {{ldap_host = "127.0.0.1", ldap_p
 route("route-open", "/open/", {{}})
 route("route-realip", "/realip/", {{{{"key-auth", {{}}}}}})
 
--- fault injection for the log-phase guard test: a PDK call that raises on /open/fault*
-local get_forwarded_ip = kong.client.get_forwarded_ip
-kong.client.get_forwarded_ip = function(...)
-  if ngx.var.uri:find("^/open/fault") then
+-- fault injection for the log-phase guard test: a PDK call of the log phase (on a refused request) that raises
+-- on /key/fault*
+local get_source = kong.response.get_source
+kong.response.get_source = function(...)
+  if ngx.var.uri:find("^/key/fault") then
     error("injected PDK failure")
   end
-  return get_forwarded_ip(...)
+  return get_source(...)
 end
 
 local _M = {{}}
@@ -474,7 +475,7 @@ def test_a_failure_inside_the_log_phase_is_counted_not_raised(kong_home, nginx_a
     plugins, after-log work) and the lost event is counted."""
     with Kong(short_tmp) as kong:
         for i in range(3):
-            assert kong.get(f"/open/fault{i}")[0] == 200
+            assert kong.get(f"/key/fault{i}")[0] == 401
         kong.get("/open/after-fault")
         wait_paths(gw_sidecar, {"/open/after-fault"})
         stats = kong.stats()

@@ -148,6 +148,13 @@ def test_encode_events_writes_a_batch_into_one_buffer(encoded):
     assert req.drops.queue_full == 1
 
 
+def test_encode_events_takes_indexes_and_encoded_events(encoded):
+    case = encoded["encode_events_mixed"]
+    assert case["errors"] == ["auth.outcome: unknown enum value nope"] and case["n"] == 3
+    req = ingest_pb2.ReportRequest.FromString(bytes.fromhex(case["hex"]))
+    assert [e.request_id for e in req.events] == ["t", "pre", "u"] and req.events[1].http.path == "p" * 300
+
+
 def test_report_request_carries_the_reporters_drops(encoded):
     req = ingest_pb2.ReportRequest.FromString(bytes.fromhex(encoded["report_request_drops"]["hex"]))
     assert [e.request_id for e in req.events] == ["a"]

@@ -66,7 +66,14 @@ end
 -- Only scalars are kept per request: the packed variable, $host, $http_user_agent, the two clock readings
 -- and the auth step's own ngx.ctx.authwire table (no table of ours, no string built).
 local function capture_and_push(conf, r)
+  if conf.ablate == "nothing" then return true end
+  if conf.ablate == "reqid" then local _ = ngx.var.request_id return true end
+  if conf.ablate == "varonly" then local _ = ngx.var.authwire_vars return true end
   local var = ngx.var
+  if conf.ablate == "capture" then
+    local _ = {var.authwire_vars, var.host, var.http_user_agent, ngx.req.start_time(), ngx.now(), ngx.ctx.authwire}
+    return true
+  end
   local packed_var = conf.packed_var
   local packed = packed_var and var[packed_var]
   if packed then

@@ -171,6 +171,10 @@ end
 -- as one ReportRequest.events string, and how many were taken and encoded.
 local function encode_next(self)
   local n = min(self:count(), self.batch_max)
+  if self.conf.ablate == "queue" then
+    self.head = self.head + n
+    return "", n, 0
+  end
   local head, cap = self.head, self.cap
   local first = (head - 1) % cap + 1
   -- the batch's slots: first..first+n-1, wrapping at most once
@@ -233,7 +237,7 @@ local function drain(self, exiting)
     local framed, n, good = encode_next(self)
     if n > 0 then
       self:inc("batches", 1)
-      send_with_retry(self, framed, good, exiting)
+      if self.conf.ablate ~= "encode" then send_with_retry(self, framed, good, exiting) end
     end
   until self:count() == 0 or (self:count() < self.batch_max and not exiting)
 end

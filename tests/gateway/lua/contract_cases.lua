@@ -96,6 +96,15 @@ local events, n_events = pb.encode_events({ { request_id = "x" }, { request_id =
   function(err) events_errors[#events_errors + 1] = err end)
 print(cjson.encode({ name = "encode_events", hex = hex(pb.encode_report_request(events, { queue_full = 1 })),
                      n = n_events, errors = events_errors }))
+-- encode_events with indexed items (build(offset + i)) and items already encoded (strings, Kong's
+-- queue.max_bytes entries), mixed with tables; the bad one in the middle is skipped and the rest resumes
+local pre = assert(pb.encode_auth_event({ request_id = "pre", http = { path = long } }))
+local by_index = { [11] = { request_id = "t" }, [12] = pre, [13] = { auth = { outcome = "nope" } },
+                   [14] = { request_id = "u" } }
+local mixed_errors = {}
+local mixed, n_mixed = pb.encode_events(4, function(i) return by_index[i] end,
+  function(err) mixed_errors[#mixed_errors + 1] = err end, 10)
+print(cjson.encode({ name = "encode_events_mixed", hex = hex(mixed), n = n_mixed, errors = mixed_errors }))
 print(cjson.encode({ name = "report_request_drops",
                      hex = hex(pb.encode_report_request({ a }, { queue_full = 3, send_failed = 0,
                                                                  encode_failed = "18446744073709551615" })) }))

@@ -102,7 +102,7 @@ end
 local function state(self, qc)
   local key = key_of(qc.name)
   local st = self.states[key]
-  if st and (Queue.exists(qc.name) or same_params(st, qc)) then
+  if st and (same_params(st, qc) or Queue.exists(qc.name)) then -- the cheap test first: nearly always true
     return st
   end
   st = { max_entries = qc.max_entries or DEFAULT_MAX_ENTRIES,

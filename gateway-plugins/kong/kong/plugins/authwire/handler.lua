@@ -27,12 +27,13 @@ local AuthwireHandler = {
 -- per-worker delivery bookkeeping (AuthwireHandler.stats())
 local ledger = ledger_mod.new("dropped_queue_full", function(...) kong.log.warn(...) end)
 
+-- Per body chunk: only failures keep a prefix (the message), so the status decides first; ngx.status is what
+-- kong.response.get_status() returns (pdk/response.lua), without its phase check.
 local function body_filter(conf)
-  local ctx = kong.ctx.plugin
-  if ctx.aw_done or kong.client.get_credential() or kong.response.get_status() < 400 then
-    ctx.aw_done = true
+  if ngx.status < 400 or ngx.ctx.authenticated_credential then
     return
   end
+  local ctx = kong.ctx.plugin
   ctx.body = event.body_prefix(ctx.body)
 end
 
@@ -43,56 +44,63 @@ function AuthwireHandler:body_filter(conf)
   end
 end
 
--- Log phase: capture what the event needs (the auth part is decided here, with the PDK). The event
--- tables are built and encoded in the queue's timer, a batch at a time, where LuaJIT compiles the loop.
+-- Log phase: capture what the event needs (the auth part is decided here). The event tables are built and
+-- encoded in the queue's timer, a batch at a time, where LuaJIT compiles the loop.
+-- The PDK getters this needs read ngx.var and ngx.ctx behind a phase check that reads ngx.ctx.KONG_PHASE
+-- (pdk/private/phases.lua check_phase): seven of them cost ≈ 4 µs per request here, so the values come
+-- from where those getters read them (Kong 3.9.3 and 3.4.2): kong.client.get_ip / get_port /
+-- get_forwarded_ip = $realip_remote_addr or $remote_addr, $realip_remote_port or $remote_port, $remote_addr
+-- (pdk/client.lua:52-121; from_captured reads the same variables, from the packed one);
+-- kong.request.get_port = $server_port; kong.request.get_method = the request's method ($request_method
+-- for a main request); kong.response.get_status = ngx.status; kong.router.get_route / get_service =
+-- ngx.ctx.route / ngx.ctx.service (pdk/router.lua:36-60).
 local function capture(conf)
-  local var = ngx.var
+  local var, ctx = ngx.var, ngx.ctx
   local c = event.capture_var(var, conf)
-  c.node = conf.node or kong.node.get_hostname()
-  -- the PDK's view where it has one: TCP peer vs the forwarded (trusted real-ip) client
-  c.peer_ip, c.peer_port = kong.client.get_ip(), kong.client.get_port()
-  c.forwarded_ip = kong.client.get_forwarded_ip()
-  c.server_port_pdk = kong.request.get_port()
+  c.node = conf.node or kong.node.get_hostname() -- cached by the PDK after the first call
   c.kong_request_id = var.kong_request_id
-  c.method = kong.request.get_method()
-  c.status_pdk = kong.response.get_status()
-  local route, service = kong.router.get_route(), kong.router.get_service()
+  local status = ngx.status
+  c.status = status
+  local route, service = ctx.route, ctx.service
   c.route_id = route and route.id and tostring(route.id) or nil
   c.service_id = service and service.id and tostring(service.id) or nil
-  c.auth = outcome.decide(conf, c.status_pdk, kong.ctx.plugin.body)
+  c.auth = outcome.decide(conf, status, ctx)
   return c
 end
 
 local scratch = { opts = { gateway = "kong" } } -- refilled per event: each is encoded before the next
 
-local function to_bytes(c)
+-- the event table of a captured entry (encoded by the caller: one buffer for the batch)
+local function build(c)
   local opts = scratch.opts
   opts.node, opts.version = c.node, kong.version
   local ev = event.from_captured(c, opts, scratch.ev)
   scratch.ev = ev
-  ev.client.ip, ev.client.port = c.peer_ip, c.peer_port
-  ev.forwarded_for = c.forwarded_ip ~= c.peer_ip and c.forwarded_ip or nil
-  ev.server.port = c.server_port_pdk
   ev.request_id = c.kong_request_id or ev.request_id
-  ev.http.method, ev.http.status = c.method, c.status_pdk
+  ev.http.status = c.status
   ev.route_id, ev.service_id, ev.auth = c.route_id, c.service_id, c.auth
-  return protobuf.encode_auth_event(ev)
+  return ev
 end
 
-local function entry_bytes(e)
+local function to_bytes(c)
+  return protobuf.encode_auth_event(build(c))
+end
+
+local function entry_event(e)
   if type(e) == "string" then
     return e -- encoded in the log phase (queue.max_bytes set)
   end
-  return to_bytes(e)
+  return build(e)
 end
 
 local function encode_failed(err)
   ledger:encode_failed(err)
 end
 
--- the events part of one ReportRequest, framed once: retries send these bytes again
+-- the events part of one ReportRequest, straight into one buffer and framed once: retries send these bytes
+-- again. Returns the bytes and how many events they hold.
 local function encode_batch(entries)
-  return protobuf.frame_events(protobuf.encode_each(entries, entry_bytes, encode_failed))
+  return protobuf.encode_events(entries, entry_event, encode_failed)
 end
 
 local delivery = delivery_mod.new("authwire", ledger, encode_batch, to_bytes, client.report_batch)

@@ -236,13 +236,17 @@ local function of_credential(c)
   return nil, c.id
 end
 
+local NOT_ATTEMPTED = event.auth({ attempted = false }) -- the same for every such request; never modified
+
 --- The auth part of the event (authwire.event.auth table).
 -- @param conf the authwire plugin config
 -- @param status the response status
--- @param body the kept prefix of the response body (failures only)
-function _M.decide(conf, status, body)
-  local consumer = kong.client.get_consumer()
-  local credential = kong.client.get_credential()
+-- @param ctx ngx.ctx: its authenticated_consumer / authenticated_credential are what
+--        kong.client.get_consumer() / get_credential() return (pdk/client.lua:163-233), read without the
+--        PDK's phase check (two ngx.ctx reads each); the kept body prefix is kong.ctx.plugin.body
+function _M.decide(conf, status, ctx)
+  local consumer = ctx.authenticated_consumer
+  local credential = ctx.authenticated_credential
   local consumer_name = consumer and (consumer.username or consumer.custom_id or consumer.id)
   if credential then
     local plugin, id = of_credential(credential)
@@ -261,9 +265,9 @@ function _M.decide(conf, status, body)
                         plugin = plugin_of_request(conf), status = status, message = "anonymous consumer" })
   end
   if (status ~= 401 and status ~= 403) or kong.response.get_source() ~= "exit" then
-    return event.auth({ attempted = false })
+    return NOT_ATTEMPTED
   end
-  local message = response_message.of(body, kong.response.get_header("Content-Type"),
+  local message = response_message.of(kong.ctx.plugin.body, kong.response.get_header("Content-Type"),
                                       kong.response.get_header("grpc-message"))
   local reason, hinted, known = classify(message)
   local plugin = scheme_plugin(kong.response.get_header("WWW-Authenticate")) or hinted or plugin_of_request(conf)
