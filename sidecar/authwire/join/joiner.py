@@ -176,14 +176,15 @@ class Joiner:
 
     # -- selection -------------------------------------------------------------------------------------
 
-    def _select(self, key: Key, start_ns: int, gateway: tuple[str, int] | None) -> Candidate | None:
+    def _select(self, key: Key, start_ns: int, gateway: tuple[str, int] | None,
+                candidates: list[Candidate] | None = None) -> Candidate | None:
         # Gateways on nginx report start times truncated to the millisecond (ngx.req.start_time()), which
         # can put the start of a connection's first request up to 1 ms BEFORE its SYN. For such times a
         # connection whose SYN falls in (start, start + 1 ms] is accepted, but only when no connection
         # matches exactly; precise (sub-ms) times get no slack at all.
         slack = MS_SLACK_NS if start_ns % 1_000_000 == 0 else 0
         fallback = None
-        for cand in self.table.candidate_times(*key):
+        for cand in self.table.candidate_times(*key) if candidates is None else candidates:
             uid, syn_ns, close_ns, mid_stream, _ = cand
             if syn_ns and not mid_stream and syn_ns > start_ns:
                 # Opened after the request started: a later connection on this tuple.
@@ -224,13 +225,14 @@ class Joiner:
             self.counters.observe("join.wait_seconds", time.monotonic() - began)
         return self._result(row, conn, start_ns, gateway, time.monotonic() - began)
 
-    def _join_now(self, row: tuple) -> JoinResult | None:
+    def _join_now(self, row: tuple, parsed: tuple[Key, int, tuple[str, int] | None], candidates: list[Candidate],
+                  now_ns: int) -> JoinResult | None:
         """The join when it needs no waiting, else None (then join_row() must run: it waits)."""
-        key, start_ns, gateway = self._parse(row)
-        conn = self._select(key, start_ns, gateway)
+        key, start_ns, gateway = parsed
+        conn = self._select(key, start_ns, gateway, candidates)
         if conn is None and self.wait > 0:
             return None
-        return self._result(row, conn, start_ns, gateway, 0.0)
+        return self._result(row, conn, start_ns, gateway, 0.0, now_ns)
 
     def _inspector_off(self, row: tuple) -> JoinResult:
         self.counters.inc("join", "INSPECTOR_OFF")
@@ -243,10 +245,11 @@ class Joiner:
         return key, row[_START], gateway
 
     def _result(self, row: tuple, cand: Candidate | None, start_ns: int,
-                gateway: tuple[str, int] | None, waited: float) -> JoinResult:
+                gateway: tuple[str, int] | None, waited: float, now_ns: int | None = None) -> JoinResult:
         behind_proxy = bool(row[_XFF])
         waited_ns = int(waited * 1e9) if waited > 0.0005 else None
-        now_ns = time.time_ns()
+        if now_ns is None:
+            now_ns = time.time_ns()
         if cand is None:
             lost = self._lost.lost_since(start_ns - int(LOST_LOOKBACK_S * 1e9), now_ns)
             self.counters.inc("join", "NO_CONNECTION")
@@ -311,7 +314,11 @@ class Joiner:
         if self.table is None:
             return [self._inspector_off(r) for r in rows]
         self._ensure_listener()
-        results: list[JoinResult | None] = [self._join_now(r) for r in rows]
+        now_ns = time.time_ns()
+        parsed = [self._parse(r) for r in rows]
+        candidates = self.table.candidate_times_of([p[0] for p in parsed])  # one lock for the batch
+        results: list[JoinResult | None] = [self._join_now(r, p, c, now_ns)
+                                            for r, p, c in zip(rows, parsed, candidates, strict=True)]
         later = [i for i, r in enumerate(results) if r is None]
         if later:
             for i, r in zip(later, await asyncio.gather(*(self.join_row(rows[i]) for i in later)), strict=True):
