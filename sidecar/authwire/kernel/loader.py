@@ -120,6 +120,23 @@ def _recent_slots(max_flows: int) -> int:
     return max(slots, 64)
 
 
+LOAD_ATTEMPTS = 5
+
+
+def _load_func(bpf, name: bytes, prog_type: int):
+    """bpf.load_func, again when the kernel says EAGAIN: BPF_PROG_LOAD returns it when the verifier was
+    interrupted (a signal pending, kernel/bpf/verifier.c do_check), and libbpf retries it the same way
+    (tools/lib/bpf/bpf.c sys_bpf_prog_load, 5 attempts). Seen here while other programs were verified."""
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        try:
+            return bpf.load_func(name, prog_type)
+        except Exception as exc:
+            if "Resource temporarily unavailable" not in str(exc) or attempt == LOAD_ATTEMPTS:
+                raise
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
 class CompiledProgram:
     """One bcc compile + load of inspector.c (maps, tc programs, attached tracepoints, ring buffer).
 
@@ -146,8 +163,8 @@ class CompiledProgram:
                 cflags.append("-DAW_ENFORCE")
             try:
                 self.bpf = bcc.BPF(src_file=str(src).encode(), cflags=cflags)
-                self.ingress = self.bpf.load_func(b"aw_tc_ingress", bcc.BPF.SCHED_CLS)
-                self.egress = self.bpf.load_func(b"aw_tc_egress", bcc.BPF.SCHED_CLS)
+                self.ingress = _load_func(self.bpf, b"aw_tc_ingress", bcc.BPF.SCHED_CLS)
+                self.egress = _load_func(self.bpf, b"aw_tc_egress", bcc.BPF.SCHED_CLS)
             except Exception as exc:
                 raise InspectorUnavailable(f"BPF compile/load failed: {exc}",
                                            "run `authwire doctor`; check kernel headers and dmesg") from exc
