@@ -200,6 +200,13 @@ def _make_intern() -> Callable[[tuple, Any, Any], tuple]:
 intern_row = _make_intern()
 intern_row.__doc__ = "intern_row(plain, interner, conn_row_id) -> the tuple stored in `records` (NAMES order)."
 
+
+def _stored_rows(rows: list[tuple], strings: Any, connection_id: Callable[[Any], int], first_id: int) -> list[tuple]:
+    """The tuples stored in `records` (row id first, then intern_row's), in Python; stored_rows below is
+    the C version (authwire.store._rows) when built. connection_id(conn) -> the connection's row id."""
+    return [(first_id + i, *intern_row(row, strings, None if row[CONN] is None else connection_id(row[CONN])))
+            for i, row in enumerate(rows)]
+
 _DAY_CACHE: dict[int, str] = {}
 
 
@@ -291,11 +298,15 @@ def _make_json() -> Callable[[tuple, Any], dict]:
 _json_dict = _make_json()  # the definition; the C builder below must give equal objects (tests/store/test_rowjson.py)
 
 
+try:
+    from authwire.store import _rows
+except ImportError:  # pragma: no cover - built by every `pip install` with a C compiler (CI checks it is)
+    _rows = None
+
+
 def _native_json_dict() -> Callable[[tuple, Any], dict] | None:
-    """authwire.store._rowjson.json_dict configured from COLUMNS and CONTAINERS, or None if not built."""
-    try:
-        from authwire.store import _rowjson
-    except ImportError:  # pragma: no cover - built by every `pip install` with a C compiler (CI checks it is)
+    """authwire.store._rows.json_dict configured from COLUMNS and CONTAINERS, or None if not built."""
+    if _rows is None:
         return None
     boxes = ["", "event"] + sorted(CONTAINERS, key=lambda path: -path.count("."))
     box_of = {path: i for i, path in enumerate(boxes)}
@@ -309,11 +320,14 @@ def _native_json_dict() -> Callable[[tuple, Any], dict] | None:
     for path in boxes[2:]:
         parent, _, leaf = path.rpartition(".")
         spec.append((CONTAINERS.index(path), -1 if path == "join" else box_of[parent], leaf))
-    _rowjson.configure(tuple(cols), tuple(spec), PRESENT, box_of["event"], box_of["join"], ts_json, dur_json)
-    return _rowjson.json_dict
+    _rows.configure(tuple(cols), tuple(spec), PRESENT, box_of["event"], box_of["join"], ts_json, dur_json)
+    return _rows.json_dict
 
 
 json_dict = _native_json_dict() or _json_dict
+if _rows is not None:
+    _rows.configure_store(tuple({"istr": 1, "str": 2, "ip": 3, "ts_rel": 4}.get(kind, 0) for _, _, kind in COLUMNS))
+stored_rows = _rows.stored_rows if _rows is not None else _stored_rows
 
 
 # -- assembling a message at read time -------------------------------------------------------------------

@@ -578,21 +578,19 @@ class Store:
                 seg = self._roll()
             strings = seg.strings
             new_conns = []
-            stored = []
-            next_id = seg.next_id
             conn_ids = seg.conn_ids
-            for row in rows:
-                conn = row[C.CONN]
-                cid = None
-                if conn is not None:
-                    cid = conn_ids.get(conn.uid)
-                    if cid is None:
-                        cid = conn_ids[conn.uid] = seg.next_conn
-                        seg.next_conn += 1
-                        facts = self.canonical(conn)
-                        new_conns.append((cid, facts.uid, *_conn_columns(facts)))
-                stored.append((next_id, *C.intern_row(row, strings, cid)))
-                next_id += 1
+
+            def connection_id(conn: connection_pb2.Connection) -> int:
+                cid = conn_ids.get(conn.uid)
+                if cid is None:
+                    cid = conn_ids[conn.uid] = seg.next_conn
+                    seg.next_conn += 1
+                    facts = self.canonical(conn)
+                    new_conns.append((cid, facts.uid, *_conn_columns(facts)))
+                return cid
+
+            stored = C.stored_rows(list(rows), strings, connection_id, seg.next_id)
+            next_id = seg.next_id + len(stored)
             db = seg.db
             try:
                 with db:

@@ -1,7 +1,8 @@
-"""The JSONL object builder in C (authwire.store._rowjson) gives exactly what the Python definition gives.
+"""The store thread's per-row work in C (authwire.store._rows) gives exactly what the Python definitions give.
 
-Same keys, same values, same order (the encoded texts are compared), for rows holding any value each column
-kind can hold: unset (None / default), zero, huge, negative, outside the RFC 3339 range, unknown enum values.
+JSONL objects: same keys, same values, same order (the encoded texts are compared); stored tuples: equal,
+with the same strings interned in the same order. For rows holding any value each column kind can hold:
+unset (None / default), zero, huge, negative, outside the RFC 3339 range, unknown enum values.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def column_values(kind: str):
 
 
 ROWS = st.tuples(*(column_values(kind) for _, _, kind in C.COLUMNS), st.integers(0, 127), st.none())
+CONNECTIONS = [object(), object()]
+STORE_ROWS = st.tuples(*(column_values(kind) for _, _, kind in C.COLUMNS), st.integers(0, 127),
+                       st.sampled_from([None, *CONNECTIONS]))
 CONNECTION = st.one_of(st.none(), st.just({"uid": "C1", "syn": {"ttl": 64}}))
 
 
@@ -44,3 +48,21 @@ def outcome(build, row, conn):
         return json.dumps(build(row, conn))  # keeps key order; stdlib json takes ints beyond 64 bits
     except ValueError as exc:
         return type(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(STORE_ROWS, max_size=6), st.integers(1, 2**40))
+def test_the_c_stored_rows_equal_the_python_ones(rows, first_id):
+    from authwire.store.record_store import _Interner
+
+    require(C.stored_rows is not C._stored_rows, "authwire.store._rows is not built (needs gcc and python3-dev)")
+    results = []
+    for build in (C.stored_rows, C._stored_rows):
+        strings, asked = _Interner(1), []
+
+        def connection_id(conn, asked=asked) -> int:
+            asked.append(conn)
+            return 10 + CONNECTIONS.index(conn)
+
+        results.append((build(rows, strings, connection_id, first_id), strings.pending, set(map(id, asked))))
+    assert results[0] == results[1]

@@ -1,14 +1,18 @@
-/* authwire.store._rowjson: a plain row's proto3 JSON object (the dict orjson then encodes for the JSONL sink).
+/* authwire.store._rows: the store thread's per-row work, from a plain row to
+ *   - the tuple SQLite stores (stored_rows: strings interned, addresses packed, connection row ids), and
+ *   - its proto3 JSON object (json_dict: the dict orjson then encodes for the JSONL sink).
  *
- * Why native code: building the nested dicts in Python (the generated authwire.store.columns._json_dict)
- * cost ~2.9 us a record, all of it holding the GIL on the store thread, against ~0.5 us for orjson's
- * encoding. This builds the same dicts, same keys in the same order, from the same tables (configure(),
- * called by authwire.store.columns from COLUMNS and CONTAINERS); orjson still does the encoding.
- * tests/store/test_rowjson.py checks with hypothesis that both builders give equal objects.
+ * Why native code: done in Python (the generated authwire.store.columns._intern_row / _json_dict) these
+ * cost ~1.5 and ~2.9 us a record, all of it holding the GIL on the store thread, which the event loop needs
+ * too. The same tables drive both versions (configure_*, called by authwire.store.columns from COLUMNS and
+ * CONTAINERS); orjson still does the JSON encoding. tests/store/test_rows.py checks with hypothesis that
+ * the C and Python versions give equal results.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <arpa/inet.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 enum kind { J_PLAIN = 0, J_TS, J_DUR, J_STR_INT, J_ENUM };
@@ -137,6 +141,131 @@ done:
     return res;
 }
 
+/* -- stored rows ---------------------------------------------------------------------------------------- */
+
+enum store_kind { S_PLAIN = 0, S_ISTR, S_STR, S_IP, S_TS_REL };
+static int n_store_cols, store_kind[MAX_COLS], store_configured;
+
+/* columns._pton: 4 bytes for IPv4, 16 for IPv6 (validated, canonical text; anything else raises). */
+static PyObject *packed_ip(PyObject *v) {
+    const char *text = PyUnicode_AsUTF8(v);
+    unsigned char out[16];
+    if (text == NULL)
+        return NULL;
+    int v6 = strchr(text, ':') != NULL;
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, text, out) != 1) {
+        PyErr_Format(PyExc_OSError, "illegal IP address string passed to inet_pton");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)out, v6 ? 16 : 4);
+}
+
+PyDoc_STRVAR(stored_rows_doc,
+"stored_rows(rows, strings, connection_id, first_id) -> list[tuple]\n\n"
+"columns.intern_row for each plain row, with the row id (first_id, first_id + 1, ...) in front and the\n"
+"connection's row id last: connection_id(connection) -> int, called once per distinct connection object.");
+
+static PyObject *stored_rows(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *rows, *strings, *connection_id, *first, *out = NULL, *last_conn = NULL, *last_cid = NULL;
+    if (!PyArg_ParseTuple(args, "O!OOO", &PyList_Type, &rows, &strings, &connection_id, &first))
+        return NULL;
+    long long next_id = PyLong_AsLongLong(first);
+    if ((next_id == -1 && PyErr_Occurred()) || !store_configured) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "configure_store() was not called");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    if ((out = PyList_New(n)) == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != n_store_cols + 2) {
+            PyErr_SetString(PyExc_TypeError, "stored_rows(): a row has the wrong shape");
+            goto fail;
+        }
+        PyObject *stored = PyTuple_New(n_store_cols + 3), *v, *o;
+        if (stored == NULL)
+            goto fail;
+        PyList_SET_ITEM(out, i, stored);
+        if ((o = PyLong_FromLongLong(next_id++)) == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(stored, 0, o);
+        for (int c = 0; c < n_store_cols; c++) {
+            v = PyTuple_GET_ITEM(row, c);
+            switch (store_kind[c]) {
+            case S_ISTR:
+                o = PyObject_GetItem(strings, v);  /* the interner's __missing__ assigns new ids */
+                break;
+            case S_STR: case S_IP: {
+                int truth = PyObject_IsTrue(v);
+                if (truth < 0)
+                    goto fail;
+                o = !truth ? Py_NewRef(Py_None) : store_kind[c] == S_STR ? Py_NewRef(v) : packed_ip(v);
+                break;
+            }
+            case S_TS_REL: {
+                PyObject *t0 = PyTuple_GET_ITEM(row, 0);  /* v - (row[0] or 0) */
+                int truth = t0 == Py_None ? 0 : PyObject_IsTrue(t0);
+                if (truth < 0)
+                    goto fail;
+                o = v == Py_None ? Py_NewRef(Py_None) : truth ? PyNumber_Subtract(v, t0) : Py_NewRef(v);
+                break;
+            }
+            default:
+                o = Py_NewRef(v);
+            }
+            if (o == NULL)
+                goto fail;
+            PyTuple_SET_ITEM(stored, c + 1, o);
+        }
+        PyTuple_SET_ITEM(stored, n_store_cols + 1, Py_NewRef(PyTuple_GET_ITEM(row, n_store_cols)));
+        PyObject *conn = PyTuple_GET_ITEM(row, n_store_cols + 1), *cid;
+        if (conn == Py_None) {
+            cid = Py_NewRef(Py_None);
+        } else if (conn == last_conn) {
+            cid = Py_NewRef(last_cid);
+        } else {
+            if ((cid = PyObject_CallOneArg(connection_id, conn)) == NULL)
+                goto fail;
+            Py_XSETREF(last_conn, Py_NewRef(conn));
+            Py_XSETREF(last_cid, Py_NewRef(cid));
+        }
+        PyTuple_SET_ITEM(stored, n_store_cols + 2, cid);
+    }
+    Py_XDECREF(last_conn);
+    Py_XDECREF(last_cid);
+    return out;
+fail:
+    Py_XDECREF(last_conn);
+    Py_XDECREF(last_cid);
+    Py_DECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(configure_store_doc, "configure_store(kinds) -> None: per column, 0 as is, 1 interned, 2 text "
+             "or NULL, 3 packed address, 4 ns after column 0.");
+
+static PyObject *configure_store(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *kinds;
+    if (!PyArg_ParseTuple(args, "O!", &PyTuple_Type, &kinds))
+        return NULL;
+    if (PyTuple_GET_SIZE(kinds) > MAX_COLS) {
+        PyErr_SetString(PyExc_ValueError, "configure_store(): too many columns");
+        return NULL;
+    }
+    n_store_cols = (int)PyTuple_GET_SIZE(kinds);
+    for (int c = 0; c < n_store_cols; c++) {
+        store_kind[c] = (int)PyLong_AsLong(PyTuple_GET_ITEM(kinds, c));
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    store_configured = 1;
+    Py_RETURN_NONE;
+}
+
+/* -- configuration of json_dict ---------------------------------------------------------------------- */
+
 PyDoc_STRVAR(configure_doc,
 "configure(columns, boxes, present_index, root_box, join_box, ts_json, dur_json) -> None\n\n"
 "columns: (kind, box, key, enum names or None) per row column; boxes: (presence bit, parent box, key) per\n"
@@ -183,12 +312,14 @@ static PyObject *configure(PyObject *Py_UNUSED(self), PyObject *args) {
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, configure_doc},
     {"json_dict", json_dict, METH_VARARGS, json_dict_doc},
+    {"configure_store", configure_store, METH_VARARGS, configure_store_doc},
+    {"stored_rows", stored_rows, METH_VARARGS, stored_rows_doc},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_rowjson", .m_size = -1, .m_methods = methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_rows", .m_size = -1, .m_methods = methods};
 
-PyMODINIT_FUNC PyInit__rowjson(void) {
+PyMODINIT_FUNC PyInit__rows(void) {
     k_event = PyUnicode_InternFromString("event");
     k_connection = PyUnicode_InternFromString("connection");
     k_join = PyUnicode_InternFromString("join");
