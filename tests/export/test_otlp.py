@@ -390,3 +390,26 @@ def test_an_internal_error_drops_its_batch_counted_and_export_goes_on():
     finally:
         receiver.stop()
     assert counters.get("otlp.exported", "logs") == 1
+
+
+def test_a_batch_encoded_in_slices_on_the_loop_is_the_batch_encoded_at_once():
+    import asyncio
+
+    from authwire.counters import Counters
+    from authwire.export.otlp import ENCODE_SLICE, OtlpExporter
+    from authwire.export.otlp_settings import OtlpSettings
+
+    rows = []
+    for i in range(2 * ENCODE_SLICE + 50):
+        record = record_pb2.EnrichedRecord(event=auth_event(f"r{i}", client=("192.0.2.10", 1000 + i)))
+        record.event.gateway.node = f"gw-{i % 3}"
+        rows.append(plain_row_of(record))
+    alert = record_pb2.Alert(id="a-1", detection="stack_stuffing").SerializeToString()
+    items = [*rows[:300], alert, *rows[300:]]
+    exporter = OtlpExporter(OtlpSettings("127.0.0.1:1", "127.0.0.1", 1, tls=False), Counters())
+    sliced = asyncio.run(exporter._encode_batch(items))
+    assert sliced == exporter._encode(items)
+    [(body, n)] = sliced
+    request = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
+    assert n == len(items) == sum(len(rl.scope_logs[0].log_records) for rl in request.resource_logs)
+    assert len(request.resource_logs) == 4  # three gateways and the alerts' resource
