@@ -106,6 +106,7 @@ class _LostHistory:
         self._read = read
         self._times: list[int] = []
         self._values: list[int] = []
+        self._memo: list = [None, {}]  # (now_ns, {since_ns: lost}) of the latest batch
         self.sample(time.time_ns())  # the baseline: losses before the first join are not hidden
 
     def sample(self, now_ns: int) -> int:
@@ -122,10 +123,15 @@ class _LostHistory:
         return value
 
     def lost_since(self, since_ns: int, now_ns: int) -> int:
-        now_value = self.sample(now_ns)
-        i = bisect.bisect_right(self._times, since_ns) - 1
-        base = self._values[max(i, 0)]
-        return max(now_value - base, 0)
+        memo = self._memo
+        if memo[0] != now_ns:  # a batch shares its now: records of one connection share their window too
+            memo[0], memo[1] = now_ns, {}
+        lost = memo[1].get(since_ns)
+        if lost is None:
+            now_value = self.sample(now_ns)
+            i = bisect.bisect_right(self._times, since_ns) - 1
+            lost = memo[1][since_ns] = max(now_value - self._values[max(i, 0)], 0)
+        return lost
 
 
 class _Tracked:
@@ -223,6 +229,8 @@ class Joiner:
             conn = await self._wait_for(key, start_ns, gateway, began + self.wait)
             self.counters.inc("join.wait", "found" if conn is not None else "timed_out")
             self.counters.observe("join.wait_seconds", time.monotonic() - began)
+        if conn is not None:
+            self.counters.inc("join", "EXACT")
         return self._result(row, conn, start_ns, gateway, time.monotonic() - began)
 
     def _join_now(self, row: tuple, parsed: tuple[Key, int, tuple[str, int] | None], candidates: list[Candidate],
@@ -266,7 +274,6 @@ class Joiner:
         age = max(start_ns - syn_ns, 0) if syn_ns else None
         index = self._count_report(uid, gateway)
         lost = self._lost.lost_since(syn_ns or start_ns, now_ns)
-        self.counters.inc("join", "EXACT")
         return snapshot, (record_pb2.JOIN_STATUS_EXACT, lost, age, index, behind_proxy, waited_ns)
 
     async def _wait_for(self, key: Key, start_ns: int, gateway: tuple[str, int] | None,
@@ -319,6 +326,9 @@ class Joiner:
         candidates = self.table.candidate_times_of([p[0] for p in parsed])  # one lock for the batch
         results: list[JoinResult | None] = [self._join_now(r, p, c, now_ns)
                                             for r, p, c in zip(rows, parsed, candidates, strict=True)]
+        exact = sum(1 for r in results if r is not None and r[0] is not None)  # counted once per batch
+        if exact:
+            self.counters.inc("join", "EXACT", exact)
         later = [i for i, r in enumerate(results) if r is None]
         if later:
             for i, r in zip(later, await asyncio.gather(*(self.join_row(rows[i]) for i in later)), strict=True):
