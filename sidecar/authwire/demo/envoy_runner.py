@@ -87,9 +87,6 @@ class GatewaySpec:
     # A flush happens at this size or at the interval. 64 KiB (~110 entries of this config) instead of
     # Envoy's 16 KiB: a quarter of the gRPC messages for Envoy to send and for the sidecar to receive.
     als_buffer_bytes: int = 65536
-    # What Envoy keeps queued on the ALS stream while the sidecar is not reading (a commit, a pause):
-    # past it Envoy drops entries (logs_dropped). 8 MiB ~ 0.7 s of 20,000 req/s instead of 1 MiB's 0.09 s.
-    als_stream_buffer_bytes: int = 8 << 20
     # The sidecar's bearer token, sent as gRPC initial metadata when als_target is TCP (the sidecar
     # requires it there, loopback included; a unix socket needs none: its file mode decides).
     als_token: str | None = None
@@ -180,7 +177,6 @@ def render_config(spec: GatewaySpec, creds: DemoCredentials) -> dict[str, Any]:
         "name": "authwire",
         "type": "STATIC",
         "connect_timeout": "1s",
-        "per_connection_buffer_limit_bytes": spec.als_stream_buffer_bytes,
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http2_protocol_options": {}}}},
