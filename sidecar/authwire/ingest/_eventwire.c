@@ -210,7 +210,8 @@ static int scheme_at(const uint8_t *s, Py_ssize_t n, Py_ssize_t i, const char *w
     return word_at(s, n, i, word, len) && (i == 0 || !is_alnum(s[i - 1])) && i + len < n && is_space(s[i + len]);
 }
 
-/* secrets._NAMED: a secret's name, more letters, white space, then '=' or ':'. */
+/* secrets._NAMED: a secret's name, more letters, white space, then '=' (and anything), or ':' and a value
+ * that is not only lower-case letters ("password: missing" is a message, "password: Hunter2" is not). */
 static int named_at(const uint8_t *s, Py_ssize_t n, Py_ssize_t i, const char *word, Py_ssize_t len) {
     if (!word_at(s, n, i, word, len))
         return 0;
@@ -219,7 +220,15 @@ static int named_at(const uint8_t *s, Py_ssize_t n, Py_ssize_t i, const char *wo
         j++;
     while (j < n && is_space(s[j]))
         j++;
-    return j < n && (s[j] == '=' || s[j] == ':');
+    if (j >= n || (s[j] != '=' && s[j] != ':'))
+        return 0;
+    if (s[j] == '=')
+        return 1;
+    for (j++; j < n && is_space(s[j]); j++)
+        ;
+    while (j < n && s[j] >= 'a' && s[j] <= 'z')
+        j++;
+    return j < n && !is_space(s[j]);
 }
 
 /* Could authwire.ingest.secrets find a shape here? A superset of its triggers (each shape starts at one). */
