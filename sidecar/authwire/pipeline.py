@@ -32,6 +32,7 @@ from authwire.counters import Counters
 from authwire.ingest.event_rows import admit, event_bytes, native
 from authwire.ingest.problem_log import RateLimitedLog
 from authwire.join.joiner import Joiner
+from authwire.protowire import message_field
 from authwire.store.columns import finish_rows, join_message
 from authwire.store.jsonl import JsonlSink
 from authwire.store.record_store import Store, StoreLost, is_closed
@@ -65,16 +66,6 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def _field(number: int, data: bytes) -> bytes:
-    """One length-delimited protobuf field (tag + varint length + bytes)."""
-    n, out = len(data), bytearray([number << 3 | 2])
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out) + data
-
-
 def subscriber_records(events: Sequence[tuple], joined: Sequence[tuple], received_ns: int
                        ) -> list[record_pb2.EnrichedRecord]:
     """EnrichedRecords for `subscribe` subscribers from event rows and their join results, made by parsing
@@ -82,18 +73,18 @@ def subscriber_records(events: Sequence[tuple], joined: Sequence[tuple], receive
     connection), the join's and the received time."""
     received = Timestamp()
     received.FromNanoseconds(received_ns)
-    tail = _field(4, received.SerializeToString())
+    tail = message_field(b"\x22", received.SerializeToString())
     conn_bytes: dict[int, bytes] = {}
     out = []
     parse = record_pb2.EnrichedRecord.FromString
     for event, (conn, join) in zip(events, joined, strict=True):
-        parts = _field(1, event_bytes(event))
+        parts = message_field(b"\x0a", event_bytes(event))
         if conn is not None:
             cb = conn_bytes.get(id(conn))
             if cb is None:
-                cb = conn_bytes[id(conn)] = _field(2, conn.SerializeToString())
+                cb = conn_bytes[id(conn)] = message_field(b"\x12", conn.SerializeToString())
             parts += cb
-        out.append(parse(parts + _field(3, join_message(join).SerializeToString()) + tail))
+        out.append(parse(parts + message_field(b"\x1a", join_message(join).SerializeToString()) + tail))
     return out
 
 

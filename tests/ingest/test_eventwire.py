@@ -19,6 +19,7 @@ from authwire.counters import Counters
 from authwire.ingest import event_rows
 from authwire.ingest.decode import decode_report
 from authwire.ingest.validate import MAX_DURATION_SECONDS, MAX_STRING, MAX_TIMESTAMP_SECONDS, validate
+from authwire.protowire import message_field
 from authwire.store.columns import EVENT_SOURCE, INDEX, event_row
 from authwire.v1 import auth_event_pb2 as pb
 from authwire.v1 import ingest_pb2
@@ -153,7 +154,7 @@ def test_arbitrary_bytes_are_declined_or_decided_alike(data):
 @given(st.lists(events(), min_size=1, max_size=6))
 def test_a_report_admits_and_rejects_exactly_as_the_python_path(monkeypatch_events):
     require_native()
-    body = b"".join(b"\x0a" + _varint(len(e)) + e for e in monkeypatch_events)
+    body = b"".join(message_field(b"\x0a", e) for e in monkeypatch_events)
     native_counters, python_counters = Counters(), Counters()
     decoded = decode_report(body)
     saved = event_rows.native
@@ -176,14 +177,6 @@ def test_a_report_admits_and_rejects_exactly_as_the_python_path(monkeypatch_even
     assert list(rejections) == list(py_rejections)
     assert native_counters.get("ingest.rejected_events", "t") == python_counters.get("ingest.rejected_events", "t")
 
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def test_ordinary_gateway_events_take_the_native_pass():

@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from authwire import addresses
 from authwire.join import fingerprint
 from authwire.kernel import events as ev
+from authwire.protowire import message_field, uvarint
 from authwire.v1 import auth_event_pb2, connection_pb2
 
 log = logging.getLogger(__name__)
@@ -100,23 +101,12 @@ _CLOSED, _BY_EVICTION = ev.EV_CLOSED, ev.CLOSE_EVICTED
 _from_string = connection_pb2.Connection.FromString
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _len_field(tag: bytes, data: bytes) -> bytes:
-    return tag + _varint(len(data)) + data
 
 
 @functools.lru_cache(maxsize=65_536)
 def _endpoint_bytes(ip: str, port: int) -> bytes:
     """auth_event.proto Endpoint {ip = 1; port = 2} in wire format."""
-    return _len_field(b"\x0a", ip.encode()) + (b"\x10" + _varint(port) if port else b"")
+    return message_field(b"\x0a", ip.encode()) + (b"\x10" + uvarint(port) if port else b"")
 
 
 def _light_template(flow: _Flow, reverse: bool = False) -> bytes:
@@ -128,9 +118,9 @@ def _light_template(flow: _Flow, reverse: bool = False) -> bytes:
     server = _endpoint_bytes(server_ip, server_port)
     if reverse:
         client, server = server, client
-    return b"".join((_len_field(b"\x0a", flow.uid.encode()), _len_field(b"\x1a", client),
-                     _len_field(b"\x22", server), b"\x78\x01" if flow.mid_stream else b"",
-                     _len_field(b"\x8a\x01", flow.interface.encode()) if flow.interface else b""))
+    return b"".join((message_field(b"\x0a", flow.uid.encode()), message_field(b"\x1a", client),
+                     message_field(b"\x22", server), b"\x78\x01" if flow.mid_stream else b"",
+                     message_field(b"\x8a\x01", flow.interface.encode()) if flow.interface else b""))
 
 
 class ConnectionTable:
