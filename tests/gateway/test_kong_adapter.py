@@ -207,7 +207,8 @@ class Kong:
         self.ldap.listen(64)
         try:
             self.server = nginx_process.start_nginx(
-                tmp / ("nginx-h2" if http2 else "nginx"), http_body(http2=http2),
+                tmp / ("nginx-h2" if http2 else "nginx"),
+                (nginx_process.PACKED_MAP if aw.get("packed_var") else "") + http_body(http2=http2),
                 lua_files={"kong_site.lua": site(tmp / "gw.sock", self.ldap.getsockname()[1], **aw)})
         except BaseException:
             self.ldap.close()
@@ -336,9 +337,11 @@ PLUGINS = {R.AUTH_METHOD_KEY_AUTH: "key-auth", R.AUTH_METHOD_BASIC: "basic-auth"
            R.AUTH_METHOD_HMAC: "hmac-auth"}
 
 
-def test_each_auth_outcome_through_kongs_own_plugins(kong_home, nginx_available, short_tmp, gw_sidecar):
-    """Item 12: Kong's real key-auth/basic-auth/jwt/hmac-auth/ldap-auth decide, the plugin reports."""
-    with Kong(short_tmp) as kong:
+@pytest.mark.parametrize("packed", [False, True], ids=["vars", "packed_var"])
+def test_each_auth_outcome_through_kongs_own_plugins(kong_home, nginx_available, short_tmp, gw_sidecar, packed):
+    """Item 12: Kong's real key-auth/basic-auth/jwt/hmac-auth/ldap-auth decide, the plugin reports (with the
+    variables read one by one, and from the packed one: the event is then written straight into the batch)."""
+    with Kong(short_tmp, **({"packed_var": "authwire_vars"} if packed else {})) as kong:
         sent = {}
         for path, headers, want, *_ in CASES:
             code, body, client = kong.get(path, headers)
@@ -354,6 +357,7 @@ def test_each_auth_outcome_through_kongs_own_plugins(kong_home, nginx_available,
         assert ev.gateway.kind == ae.GATEWAY_KIND_KONG and ev.gateway.version == "3.9.3"
         assert ev.gateway.node == ("kong-test-route" if path.startswith("/key2/") else "kong-test")
         assert ev.http.status == want and ev.route_id == "route-" + path.split("/")[1], path
+        assert len(ev.request_id) == 32 and ev.http.method == "GET" and ev.http.path == path
         assert ev.service_id == "8c9d0e1f-0000-4000-8000-000000000001"
         assert (ev.auth.method, ev.auth.outcome, ev.auth.reason) == (method, outcome, reason), path
         assert (ev.auth.consumer, ev.auth.credential_id, ev.auth.message) == (consumer, cred, message), path

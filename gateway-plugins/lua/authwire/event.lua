@@ -5,6 +5,7 @@
 -- Secrets never go in here: callers pass a credential *id* (username, key id, credential entity id), never
 -- a password, API key, token or signature; `credential_id()` applies the optional keyed pseudonym.
 local digest = require("authwire.digest")
+local protobuf = require("authwire.protobuf")
 local reasons = require("authwire.reasons")
 
 local tonumber, type, floor, byte = tonumber, type, math.floor, string.byte
@@ -202,6 +203,162 @@ end
 --- value, $host, $http_user_agent (or nil), ngx.req.start_time(), ngx.now().
 function _M.from_packed(packed, host, ua, start_time, now, opts, ev)
   return fill(ev, unpack_vars(packed, host) or {}, ua, start_time, now, opts)
+end
+
+-- The packed variable's event written straight into encode_events()' buffer: the same bytes as
+-- from_packed() + the table encoder (tests/gateway checks both against each other), without the event
+-- table, the per-field substrings and the encoder's table walk (1.5 -> ~0.8 µs per event in the bench).
+local ffi = require("ffi")
+pcall(ffi.cdef, "int memcmp(const void *s1, const void *s2, size_t n);")
+local C = ffi.C
+local u8p = ffi.typeof("const uint8_t *")
+local wire = protobuf.wire
+local W = { string = wire.string, range = wire.range, int = wire.int, auth = wire.auth, put_bytes = wire.put_bytes,
+            len_begin = wire.len_begin, len_end = wire.len_end }
+local function K(field, kind)
+  return wire.key(field, kind)
+end
+local KEY = {
+  request_id = K(1, "string"), start_time = K(2, "message"), latency = K(3, "message"), gateway = K(4, "message"),
+  client = K(5, "message"), server = K(6, "message"), forwarded_for = K(7, "string"),
+  gateway_connection_id = K(8, "varint"), connection_requests = K(9, "varint"), http = K(10, "message"),
+  route_id = K(11, "string"), service_id = K(12, "string"), auth = K(13, "message"),
+  s1 = K(1, "string"), s2 = K(2, "string"), s3 = K(3, "string"), s5 = K(5, "string"),
+  v1 = K(1, "varint"), v2 = K(2, "varint"), v4 = K(4, "varint"), v6 = K(6, "varint"), v7 = K(7, "varint"),
+}
+local GATEWAY_KINDS = wire.enums["Gateway.kind"]
+
+local from_i, to_j = {}, {} -- field k of the packed value: bytes from_i[k]..to_j[k]; reused (never yields)
+
+local function split_packed(packed)
+  local pos = 1
+  for k = 1, PACKED_N - 1 do
+    local bar = packed:find("|", pos, true)
+    if not bar then
+      return false
+    end
+    from_i[k], to_j[k] = pos, bar - 1
+    pos = bar + 1
+  end
+  from_i[PACKED_N], to_j[PACKED_N] = pos, #packed
+  return true
+end
+
+-- ip_of() on field k: its first and last byte, or nil
+local function ip_range(s, k)
+  local i, j = from_i[k], to_j[k]
+  if j < i or (byte(s, i) == 117 and s:sub(i, i + 4) == "unix:") then -- "u"
+    return nil
+  end
+  if byte(s, i) == 91 and byte(s, j) == 93 then -- [ ... ]
+    return i + 1, j - 1
+  end
+  return i, j
+end
+
+local function num_at(s, k)
+  return digits(s, from_i[k], to_j[k])
+end
+
+local function put_time(key, seconds, nanos)
+  W.put_bytes(key)
+  local at = W.len_begin()
+  W.int(KEY.v1, seconds, "int64", "")
+  W.int(KEY.v2, nanos, "int32", "")
+  W.len_end(at)
+end
+
+local function put_endpoint(key, s, i, j, port, path)
+  W.put_bytes(key)
+  local at = W.len_begin()
+  if i then
+    W.range(KEY.s1, s, i, j)
+  end
+  W.int(KEY.v2, port, "uint32", path)
+  W.len_end(at)
+end
+
+--- For a build function of protobuf.encode_events(): write the event of a packed capture (the values
+--- from_packed() takes, plus what adapters set: route_id, service_id, the auth table, and optionally a
+--- request id and status that replace the packed ones). Returns true, or an event table (the caller's
+--- encode_events encodes it) when the packed value is malformed.
+function _M.write_packed(packed, host, ua, start_time, now, opts, route_id, service_id, auth, request_id, status)
+  if not split_packed(packed) then
+    local ev = _M.from_packed(packed, host, ua, start_time, now, opts)
+    ev.route_id, ev.service_id, ev.auth = route_id, service_id, auth
+    ev.request_id = request_id and cut(request_id, 128) or ev.request_id
+    ev.http.status = status or ev.http.status
+    return ev
+  end
+  local s = packed
+  if request_id then
+    W.string(KEY.request_id, cut(request_id, 128))
+  else
+    local i, j = from_i[9], to_j[9]
+    W.range(KEY.request_id, s, i, j - i >= 128 and i + 127 or j)
+  end
+  -- times as fill() computes them
+  local start_ms, now_ms = floor(start_time * 1000 + 0.5), floor(now * 1000 + 0.5)
+  local sec = floor(start_ms / 1000)
+  put_time(KEY.start_time, sec, (start_ms - sec * 1000) * 1000000)
+  local d = now_ms - start_ms
+  if d < 0 then
+    d = 0
+  end
+  sec = floor(d / 1000)
+  put_time(KEY.latency, sec, (d - sec * 1000) * 1000000)
+  W.put_bytes(KEY.gateway)
+  local at = W.len_begin()
+  local kind = opts.gateway or "other"
+  local kn = GATEWAY_KINDS[kind]
+  if not kn then
+    error("gateway.kind: unknown enum value " .. tostring(kind), 0)
+  end
+  W.int(KEY.v1, kn, "enum", "gateway.kind")
+  W.string(KEY.s2, opts.node)
+  W.string(KEY.s3, opts.version)
+  W.len_end(at)
+  -- the TCP peer: realip_remote_addr/port (1, 2) when set, else remote_addr/port (3, 4); remote_addr is the
+  -- forwarded client when it differs
+  local pi, pj = ip_range(s, 1)
+  local ri, rj = ip_range(s, 3)
+  if not pi then
+    pi, pj = ri, rj
+  end
+  local peer_port = num_at(s, 2) or num_at(s, 4)
+  put_endpoint(KEY.client, s, pi, pj, peer_port, "client.port")
+  local si, sj = ip_range(s, 5)
+  put_endpoint(KEY.server, s, si, sj, num_at(s, 6), "server.port")
+  if ri and not (rj - ri == pj - pi and C.memcmp(ffi.cast(u8p, s) + (ri - 1), ffi.cast(u8p, s) + (pi - 1),
+                                                 rj - ri + 1) == 0) then
+    W.range(KEY.forwarded_for, s, ri, rj)
+  end
+  W.int(KEY.gateway_connection_id, num_at(s, 7), "uint64", "gateway_connection_id")
+  W.int(KEY.connection_requests, num_at(s, 8), "uint32", "connection_requests")
+  W.put_bytes(KEY.http)
+  at = W.len_begin()
+  local i, j = from_i[10], to_j[10]
+  W.range(KEY.s1, s, i, j - i >= 16 and i + 15 or j)
+  W.string(KEY.s2, cut(host, 255))
+  i, j = from_i[14], to_j[14]
+  W.range(KEY.s3, s, i, j - i >= 2048 and i + 2047 or j)
+  W.int(KEY.v4, status or num_at(s, 11), "uint32", "http.status")
+  W.string(KEY.s5, cut(ua, 512))
+  W.int(KEY.v6, num_at(s, 12), "uint64", "http.request_bytes")
+  W.int(KEY.v7, num_at(s, 13), "uint64", "http.response_bytes")
+  W.len_end(at)
+  W.string(KEY.route_id, route_id)
+  W.string(KEY.service_id, service_id)
+  W.auth(KEY.auth, auth)
+  return true
+end
+
+--- Field k (1-based, in PACKED_FIELDS order) of a packed value as a number, or nil.
+function _M.packed_number(packed, k)
+  if not split_packed(packed) then
+    return nil
+  end
+  return num_at(packed, k)
 end
 
 --- Both halves at once (for callers that build the event where they capture it).

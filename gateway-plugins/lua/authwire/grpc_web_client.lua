@@ -107,13 +107,14 @@ local function parse_trailers(text, into)
 end
 
 -- One request/response on a connected socket. Returns response (table), or nil, err, retryable.
--- The request goes out in one write.
+-- The request goes out in one write, as a table of pieces: the cosocket copies them into its buffer, where a
+-- concat would first build (and hash) one more Lua string the size of the batch.
 local function exchange(sock, authority, auth_header, prefix, msg)
-  local ok, err = sock:send(concat({
+  local ok, err = sock:send({
     "POST ", _M.PATH, " HTTP/1.1\r\nHost: ", authority, "\r\n",
     "Content-Type: application/grpc-web+proto\r\nAccept: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n",
-    auth_header, "Content-Length: ", #msg + 5, "\r\n\r\n\0", prefix, msg,
-  }))
+    auth_header, "Content-Length: ", tostring(#msg + 5), "\r\n\r\n\0", prefix, msg,
+  })
   if not ok then
     return nil, "send: " .. err, true
   end

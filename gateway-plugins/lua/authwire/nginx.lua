@@ -30,24 +30,26 @@ local function builder(conf)
   local gateway = conf.gateway
   -- refilled per event: each is encoded before the next is built
   local scratch, scratch_auth, args = nil, {}, {}
-  return function(packed, host, ua, start, now, a)
-    local ev
-    if type(packed) == "string" then
-      ev = event.from_packed(packed, host, ua, start, now, opts, scratch)
-    else
-      ev = event.from_captured(packed, opts, scratch)
-    end
-    scratch = ev
+  local function auth_of(a, status)
     if a then
       args.attempted, args.plugin, args.success, args.consumer = true, a.plugin, a.success, a.consumer
-      args.credential_id, args.status = event.credential_id(a.credential_id, conf), ev.http.status
+      args.credential_id, args.status = event.credential_id(a.credential_id, conf), status
       args.message = a.message or (not a.success and event.message_of_body(a.body) or nil)
       args.gateway, args.jwt = gateway, a.jwt
-      ev.auth = event.auth(args, scratch_auth)
     else
       args.attempted, args.plugin = false, nil
-      ev.auth = event.auth(args, scratch_auth)
     end
+    return event.auth(args, scratch_auth)
+  end
+  return function(packed, host, ua, start, now, a)
+    if type(packed) == "string" then
+      -- the status only matters to a failure's reason
+      local status = a and not a.success and event.packed_number(packed, 11) or nil
+      return event.write_packed(packed, host, ua, start, now, opts, nil, nil, auth_of(a, status))
+    end
+    local ev = event.from_captured(packed, opts, scratch)
+    scratch = ev
+    ev.auth = auth_of(a, ev.http.status)
     return ev
   end
 end

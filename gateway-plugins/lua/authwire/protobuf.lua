@@ -421,6 +421,7 @@ local ENCODERS = {}
 for msg_name in pairs(S) do
   ENCODERS[msg_name] = generate(msg_name, nil)
 end
+local AUTH_AT_EVENT = generate("Auth", "auth") -- AuthEvent.auth (its errors name "auth.<field>")
 
 local function encode_message(msg_name, t)
   pos = 0
@@ -440,6 +441,8 @@ local function put_items(items, build, from, offset)
   local indexed = type(items) == "number"
   for i = from, indexed and items or #items do
     at_item, item_start = i, pos
+    put_bytes(EVENTS_KEY)
+    local at = len_begin()
     local ev, err
     if indexed then
       ev, err = build(offset + i)
@@ -447,20 +450,105 @@ local function put_items(items, build, from, offset)
       ev, err = build(items[i])
     end
     if type(ev) == "table" then
-      put_bytes(EVENTS_KEY)
-      local at = len_begin()
       encode(ev)
-      len_end(at)
     elseif type(ev) == "string" then -- already encoded
-      put_bytes(EVENTS_KEY)
-      put_varint(#ev)
       put_bytes(ev)
-    else
+    elseif ev ~= true then -- true: build wrote the event itself (protobuf.wire)
       error(err or "no event", 0)
     end
+    len_end(at)
     items_done = items_done + 1
   end
 end
+
+-- What a build function of encode_events() needs to write an AuthEvent's fields itself, straight into the
+-- batch buffer (event.write_packed: no event table, no substring per field). Only valid inside build.
+local u8p = ffi.typeof("const uint8_t *")
+
+local function is_ascii(s, i, j)
+  for k = i, j do
+    if byte(s, k) >= 128 then
+      return false
+    end
+  end
+  return true
+end
+
+local wire = { put_bytes = put_bytes, put_varint = put_varint, len_begin = len_begin, len_end = len_end,
+               slow_integer = slow_integer, enums = ENUMS }
+
+--- key(field number, "string"|"message"|"varint") -> the field's key bytes
+function wire.key(field, kind)
+  return key(field, (kind == "string" or kind == "message") and LEN or VARINT)
+end
+
+--- A string field from bytes i..j of s (nothing when j < i), made valid UTF-8 like every string field.
+function wire.range(k, s, i, j)
+  if j < i then
+    return
+  end
+  local len = j - i + 1
+  if is_ascii(s, i, j) then
+    put_bytes(k)
+    put_varint(len)
+    reserve(len)
+    ffi.copy(buf + pos, ffi.cast(u8p, s) + (i - 1), len)
+    pos = pos + len
+  else
+    local v = to_utf8(s:sub(i, j))
+    put_bytes(k)
+    put_varint(#v)
+    put_bytes(v)
+  end
+end
+
+--- A string field (nothing for nil or ""), made valid UTF-8.
+function wire.string(k, v)
+  if v ~= nil and v ~= "" then
+    if type(v) == "number" then
+      v = tostring(v)
+    elseif type(v) ~= "string" then
+      error("expected a string, got " .. type(v), 0)
+    end
+    v = to_utf8(v)
+    put_bytes(k)
+    put_varint(#v)
+    put_bytes(v)
+  end
+end
+
+--- An integer field of `kind` (uint32, uint64, int32, int64, enum): nothing for nil or 0; out-of-range
+--- values raise naming `path`, as the table encoder does.
+function wire.int(k, v, kind, path)
+  if v == nil then
+    return
+  end
+  if type(v) == "number" and v > 0 and v <= FAST_MAX[kind] and v == floor(v) then
+    put_bytes(k)
+    put_varint(v)
+  else
+    local b = slow_integer(v, kind, path)
+    if b then
+      put_bytes(k)
+      put_bytes(b)
+    end
+  end
+end
+
+--- AuthEvent.auth from an event.auth() table.
+function wire.auth(k, a)
+  if a ~= nil then
+    if type(a) ~= "table" then
+      error("auth: expected a table, got " .. type(a), 0)
+    end
+    put_bytes(k)
+    local at = len_begin()
+    AUTH_AT_EVENT(a)
+    len_end(at)
+  end
+end
+
+_M.wire = wire
 
 --- The events part of a ReportRequest (what frame_events returns) built straight from the items:
 --- build(item) -> an AuthEvent table, or its encoded bytes (a string), or nil, err; a table must not be

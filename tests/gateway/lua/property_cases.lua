@@ -6,7 +6,7 @@ local drops = require("authwire.drops")
 local jwt_claims = require("authwire.jwt_claims")
 
 local input = cjson.decode(io.read("*a"))
-local out = { times = {}, drops = {}, messages = {}, time_reasons = {}, bodies = {} }
+local out = { times = {}, drops = {}, messages = {}, time_reasons = {}, bodies = {}, packed = {} }
 
 for i, t in ipairs(input.times) do
   -- what nginx hands the plugin: ngx.req.start_time() / ngx.now(), a double of whole milliseconds
@@ -57,6 +57,47 @@ for i, body in ipairs(input.bodies or {}) do
   local prefix = body:sub(1, event.BODY_CAPTURE_MAX)
   local ok, message = pcall(event.message_of_body, prefix)
   out.bodies[i] = ok and (event.safe_message(message) or cjson.null) or { error = message }
+end
+
+-- a packed capture written straight into the batch buffer (event.write_packed) and the same capture as an
+-- event table (event.from_packed + the adapters' overrides) through the table encoder: bytes or the error
+local protobuf = require("authwire.protobuf")
+local function unhex(h)
+  return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end))
+end
+local function hex(b)
+  return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+local function opt(v)
+  if v == cjson.null then
+    return nil
+  end
+  return v
+end
+for i, c in ipairs(input.packed or {}) do
+  local packed, host, ua = unhex(c.packed), unhex(c.host), opt(c.ua) and unhex(c.ua)
+  local opts = { gateway = c.gateway, node = opt(c.node), version = "1.0" }
+  local auth = opt(c.auth)
+  local request_id, status = opt(c.request_id), opt(c.status)
+  local results = {}
+  for k, build in ipairs({
+    function()
+      return event.write_packed(packed, host, ua, c.start / 1000, c.now / 1000, opts, opt(c.route_id),
+                                opt(c.service_id), auth, request_id, status)
+    end,
+    function()
+      local ev = event.from_packed(packed, host, ua, c.start / 1000, c.now / 1000, opts)
+      ev.route_id, ev.service_id, ev.auth = opt(c.route_id), opt(c.service_id), auth
+      ev.request_id = request_id or ev.request_id
+      ev.http.status = status or ev.http.status
+      return ev
+    end,
+  }) do
+    local err
+    local bytes, n = protobuf.encode_events(1, build, function(e) err = e end)
+    results[k] = n == 1 and hex(bytes) or { error = err }
+  end
+  out.packed[i] = results
 end
 
 print(cjson.encode(out))

@@ -298,6 +298,10 @@ local scratch = { opts = { gateway = "apisix" } } -- refilled per event: each is
 local function build_event(c)
   local opts = scratch.opts
   opts.node, opts.version = c.node, VERSION
+  if c.packed then -- written straight into the batch's buffer
+    return event.write_packed(c.packed, c.host, c.http_user_agent, c.start_time, c.now, opts, c.route_id,
+                              c.service_id, c.auth)
+  end
   local ev = event.from_captured(c, opts, scratch.ev)
   scratch.ev = ev
   ev.route_id, ev.service_id, ev.auth = c.route_id, c.service_id, c.auth

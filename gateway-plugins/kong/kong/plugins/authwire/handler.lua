@@ -90,6 +90,12 @@ local function entry_event(e)
   if type(e) == "string" then
     return e -- encoded in the log phase (queue.max_bytes set)
   end
+  if e.packed then -- written straight into the batch's buffer
+    local opts = scratch.opts
+    opts.node, opts.version = e.node, kong.version
+    return event.write_packed(e.packed, e.host, e.http_user_agent, e.start_time, e.now, opts, e.route_id,
+                              e.service_id, e.auth, e.kong_request_id, e.status)
+  end
   return build(e)
 end
 
