@@ -28,6 +28,7 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
 from authwire import __version__
+from authwire.protowire import uvarint
 from authwire.records import short_enum
 from authwire.store.columns import CONN, CONTAINERS, INDEX, PRESENT
 from authwire.v1 import auth_event_pb2 as ae
@@ -310,24 +311,7 @@ def alert_log_record(alert: record_pb2.Alert, new: bool) -> logs_pb2.LogRecord:
 
 # --- wire encoding (the fast path) -----------------------------------------------------------------------
 
-_SMALL_VARINTS = [bytes((n,)) for n in range(128)]
-_TWO_BYTE_VARINTS: dict[int, bytes] = {}  # at most 16,256 entries
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return _SMALL_VARINTS[n]
-    if n < 0x4000:  # lengths of strings, blocks and records: each made once
-        v = _TWO_BYTE_VARINTS.get(n)
-        if v is None:
-            v = _TWO_BYTE_VARINTS[n] = bytes(((n & 0x7F) | 0x80, n >> 7))
-        return v
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+_varint = uvarint  # authwire.protowire: a table for small values, two-byte ones without a loop
 
 
 def _len_field(number: int, payload: bytes) -> bytes:
