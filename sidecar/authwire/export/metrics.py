@@ -62,6 +62,8 @@ COUNTERS: dict[str, CounterSpec] = {
                                     "Records that could not be decoded at all, by transport"),
     "ingest.redacted": CounterSpec("ingest_redacted_fields", "field",
                                    "Fields blanked because they looked like a secret"),
+    "ingest.python_pass": CounterSpec("ingest_python_pass_records", "source",
+                                      "Records the native pass left to the Python validation, by transport"),
     "gateway.dropped": CounterSpec("gateway_dropped_records", "kind",
                                    "Records the gateway plugins lost before sending (as they reported)"),
     "join": CounterSpec("joins", "status", "Records joined, by join status"),
