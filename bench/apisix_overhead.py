@@ -110,7 +110,8 @@ def main() -> None:
         med = {k: (statistics.median(r for r, _ in v), statistics.median(c["worker"] for _, c in v),
                    statistics.median(c["sidecar"] for _, c in v)) for k, v in runs.items()}
         rps0, cpu0, _ = med["none"]
-        tail = f"{ROUNDS}x{SECONDS}s per route, {CONNECTIONS} conns, 1 worker, key-auth, batch {BATCH}"
+        tail = (f"{ROUNDS}x{SECONDS}s per route, {CONNECTIONS} conns, 1 worker, key-auth, batch {BATCH}; "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         for name in variants:
             rps, cpu, side = med[name]
             extra = f", sidecar {side:.1f} us/request" if name == "authwire" else ""

@@ -10,6 +10,7 @@ two shared cores run. Needs AUTHWIRE_KONG_HOME / AUTHWIRE_APISIX_HOME as the tes
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -40,7 +41,8 @@ return {}
 
 
 def start(tmp: Path, name: str, sink: str, with_authwire: bool) -> nginx_process.Nginx:
-    body = nginx_process.PACKED_MAP + kong_test.http_body()
+    # the Kong README's map: $kong_request_id in the request id's place
+    body = nginx_process.PACKED_MAP.replace("$request_id", "$kong_request_id") + kong_test.http_body()
     site = SITE % {"key": json.dumps(plugin_overhead.API_KEY), "sink": json.dumps(sink),
                    "with_authwire": "true" if with_authwire else "false"}
     return nginx_process.start_nginx(tmp / name, body, lua_files={"kong_site.lua": site}, error_level="error")
@@ -75,7 +77,7 @@ def main() -> None:
               f"(ratio {r_on / r_off:.3f}); queued {stats['queued']}, pending {stats['pending']}, "
               f"dropped {stats['dropped']}; "
               f"{plugin_overhead.ROUNDS}x{plugin_overhead.SECONDS}s per variant, {plugin_overhead.CONNECTIONS} conns, "
-              f"1 worker, null sink")
+              f"1 worker, null sink; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     finally:
         for server in servers:
             server.stop()

@@ -39,6 +39,31 @@ SECONDS = int(os.environ.get("AUTHWIRE_BENCH_SECONDS", "3"))
 CONNECTIONS = 32
 API_KEY = "key-secret-alice-0001"
 
+# the gateway's location: Lua key-auth, then a keep-alive proxy_pass; each variant differs only in its
+# body_filter and log phases (none for bare)
+LOCATION = """
+    location /key/ {
+      access_by_lua_block { require("auth_step").key_auth() }
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass http://backend;%s
+    }"""
+PHASES = """
+      body_filter_by_lua_block { %s }
+      log_by_lua_block { %s }"""
+EMPTY = "local _ = ngx.ctx.authwire"  # what APISIX and Kong always run in these phases
+VARIANTS = {  # port key -> (body_filter, log), or None for no Lua in these phases
+    "{port}": None,
+    "%(lua_port)d": (EMPTY, EMPTY),
+    "%(peer_port)d": (EMPTY, 'require("json_logger").log(require("peer_conf"))'),
+    "%(on_port)d": ('require("authwire.nginx").body_filter()', 'require("authwire.nginx").log(require("site_conf"))'),
+}
+STATUS = """
+    location = /authwire-status {
+      content_by_lua_block {
+        ngx.say(require("cjson").encode(require("authwire.nginx").stats(require("site_conf"))))
+      }
+    }"""
 HTTP = """
   %(packed_map)s
   upstream backend {
@@ -48,55 +73,9 @@ HTTP = """
   server {
     listen 127.0.0.1:%(backend_port)d;
     location / { return 200 "ok"; }
-  }
-  server {
-    listen 127.0.0.1:{port};
-    location /key/ {
-      access_by_lua_block { require("auth_step").key_auth() }
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass http://backend;
-    }
-  }
-  server {
-    listen 127.0.0.1:%(lua_port)d;
-    location /key/ {
-      access_by_lua_block { require("auth_step").key_auth() }
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass http://backend;
-      body_filter_by_lua_block { local _ = ngx.ctx.authwire }
-      log_by_lua_block { local _ = ngx.ctx.authwire }
-    }
-  }
-  server {
-    listen 127.0.0.1:%(peer_port)d;
-    location /key/ {
-      access_by_lua_block { require("auth_step").key_auth() }
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass http://backend;
-      body_filter_by_lua_block { local _ = ngx.ctx.authwire }
-      log_by_lua_block { require("json_logger").log(require("peer_conf")) }
-    }
-  }
-  server {
-    listen 127.0.0.1:%(on_port)d;
-    location /key/ {
-      access_by_lua_block { require("auth_step").key_auth() }
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass http://backend;
-      body_filter_by_lua_block { require("authwire.nginx").body_filter() }
-      log_by_lua_block { require("authwire.nginx").log(require("site_conf")) }
-    }
-    location = /authwire-status {
-      content_by_lua_block {
-        ngx.say(require("cjson").encode(require("authwire.nginx").stats(require("site_conf"))))
-      }
-    }
-  }
-"""
+  }""" + "".join(
+    "\n  server {\n    listen 127.0.0.1:" + port + ";" + LOCATION % (PHASES % phases if phases else "")
+    + (STATUS if port == "%(on_port)d" else "") + "\n  }" for port, phases in VARIANTS.items()) + "\n"
 
 
 def run_wrk(url: str, seconds: int, who: str, connections: int = CONNECTIONS,
@@ -187,7 +166,8 @@ def main() -> None:
         (n_bare, c_bare), (n_lua, c_lua) = null["bare"], null["lua"]
         (n_on, c_on), (n_peer, c_peer) = null["on"], null["peer"]
         (r_lua, rc_lua), (r_on, rc_on) = real["lua"], real["on"]
-        tail = f"{ROUNDS}x{SECONDS}s per variant, {CONNECTIONS} conns, 1 worker, keepalive proxy + Lua key-auth"
+        tail = (f"{ROUNDS}x{SECONDS}s per variant, {CONNECTIONS} conns, 1 worker, keepalive proxy + Lua key-auth; "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"plugin_overhead: gateway without a logger: {n_lua:.0f} req/s, worker CPU {c_lua:.1f} us/request "
               f"(bare nginx, no Lua in log phase: {n_bare:.0f} req/s, {c_bare:.1f} us/request); {tail}")
         print(f"plugin_overhead: authwire reporter (null sink): {n_on:.0f} req/s (ratio {n_on / n_lua:.3f}), "

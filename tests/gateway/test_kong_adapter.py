@@ -773,7 +773,7 @@ def test_unlimited_concurrency_queue_counts_every_event(kong_home, nginx_availab
                 kong.get(f"/key/up{i}", {"apikey": API_KEY})
             wait_paths(sidecar, {f"/key/up{i}" for i in range(3)})
             up = wait_until(lambda: (s := kong.stats())["pending"] == 0 and s, 15, "nothing pending")
-            # a burst: one timer per event, their reports in flight together, each claiming untold drops
+            # a burst: one timer per queue entry (chunk), their reports in flight together, each claiming untold drops
             for i in range(40):
                 kong.get(f"/open/burst{i}")
 
@@ -784,3 +784,17 @@ def test_unlimited_concurrency_queue_counts_every_event(kong_home, nginx_availab
     assert up["sent"] == 3 and up["queued"] == 7
     assert burst["queued"] + burst["dropped_queue_full"] == 10 + 3 + 40 + ticks
     assert burst["sent"] == burst["queued"] - 4
+
+
+def test_chunks_of_a_batch_are_sent_in_reports_of_max_batch_size(kong_home, nginx_available, short_tmp, gw_sidecar):
+    """A queue entry is a chunk of up to max_batch_size events; Kong hands the handler up to max_batch_size chunks
+    at once, which go out as several reports of at most max_batch_size events: every event once, none lost."""
+    with Kong(short_tmp, queue={"max_batch_size": 3, "max_coalescing_delay": 0.5}) as kong:
+        paths = {f"/key/chunk{i}" for i in range(20)}
+        for path in sorted(paths):
+            assert kong.get(path, {"apikey": API_KEY})[0] == 200
+        wait_paths(gw_sidecar, paths)
+        stats = wait_until(lambda: (s := kong.stats())["pending"] == 0 and s, 10, "nothing pending")
+    got = [r.event.http.path for r in records(gw_sidecar) if r.event.http.path.startswith("/key/chunk")]
+    assert sorted(got) == sorted(paths)  # each exactly once
+    assert stats["queued"] == stats["sent"] == 20 and stats["dropped"] == 0

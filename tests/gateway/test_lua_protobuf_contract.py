@@ -185,7 +185,12 @@ def test_packed_variable_map_matches_the_one_tests_and_bench_use():
     luajit = shutil.which("luajit")
     require(luajit is not None, "needs luajit (apt-get install luajit2)")
     out = subprocess.run([luajit, "-e", f"package.path = {LUA_PATH!r} .. package.path; "
-                          "io.write(require('authwire.event').packed_map())"],
+                          "local e = require('authwire.event') "
+                          "io.write(e.packed_map(), '\\n', e.packed_map(nil, 'kong_request_id'))"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == nginx_process.PACKED_MAP
+    generic, kong = out.stdout.split("\n")
+    assert generic == nginx_process.PACKED_MAP
+    # Kong's: its own request id in the same place (the field layout the plugin parses is the same)
+    assert kong == nginx_process.PACKED_MAP.replace("$request_id", "$kong_request_id")
+    assert kong in (ROOT / "gateway-plugins" / "kong" / "README.md").read_text()

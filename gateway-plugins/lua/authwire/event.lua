@@ -54,12 +54,16 @@ local PACKED_N = #_M.PACKED_FIELDS
 --- The nginx `map` that packs every variable the event needs but the Host and User-Agent into one, so
 -- the log phase reads three variables instead of sixteen (each ngx.var read is a C call; on Debian's LuaJIT they
 -- dominate the reporter's cost). Put it in http {} and pass conf.packed_var = "authwire_vars".
-function _M.packed_map(name)
+-- request_id_var: the variable in the request id's place and the map's key (Kong: "kong_request_id", which
+-- Kong makes anyway, so that nginx does not generate a $request_id, ≈ 0.8 µs of OpenSSL RAND_bytes, that
+-- nothing else reads)
+function _M.packed_map(name, request_id_var)
+  local id = request_id_var or "request_id"
   local parts = {}
   for i, f in ipairs(_M.PACKED_FIELDS) do
-    parts[i] = "$" .. f
+    parts[i] = "$" .. (f == "request_id" and id or f)
   end
-  return "map $request_id $" .. (name or "authwire_vars") .. " { volatile; default \""
+  return "map $" .. id .. " $" .. (name or "authwire_vars") .. " { volatile; default \""
     .. table.concat(parts, "|") .. "\"; }"
 end
 

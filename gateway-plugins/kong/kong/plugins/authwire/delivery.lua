@@ -14,6 +14,15 @@
 -- counts every drop, gives each queue a handler bound to the parameters that queue was created with (a
 -- config change never makes the plugin apply another queue's max_retry_time or max_entries), makes the
 -- handler unable to raise, and, with max_bytes, queues the encoded event (a string) as Kong requires.
+--
+-- Chunks: without max_bytes, a queue entry is a *chunk* of events, not one event: Queue.enqueue costs
+-- ≈ 1.5 µs per call here (13 argument asserts, the queue key string built twice, a debug message string
+-- built and dropped, four capacity checks, a semaphore post that wakes the coalescing timer). A request
+-- appends its capture to the instance's open chunk; only the first event of a chunk is enqueued. A chunk
+-- is closed when the handler takes it (its events are then encoded: later requests open a new chunk) or
+-- when it holds max_batch_size events. One handler call may get several chunks: they are sent as reports of
+-- at most max_batch_size events each, in order, and a retry resumes at the first report not yet accepted
+-- (no event is sent twice by the plugin).
 local Queue = require("kong.tools.queue")
 local workspaces_ok, workspaces = pcall(require, "kong.workspaces")
 
@@ -41,8 +50,18 @@ local function key_of(name)
   return (ws or "") .. "." .. name
 end
 
-local function release(st, entries)
-  st.pending = st.pending - #entries
+-- events held by a batch's entries (chunks, or encoded events when max_bytes is set)
+local function events_of(entries)
+  local n = 0
+  for i = 1, #entries do
+    local e = entries[i]
+    n = n + (type(e) == "table" and e.n or 1)
+  end
+  return n
+end
+
+local function release(st, entries, n)
+  st.pending = st.pending - n
   if st.max_bytes then
     for i = 1, #entries do
       local e = entries[i]
@@ -51,42 +70,84 @@ local function release(st, entries)
   end
 end
 
-local function deliver(self, conf, entries, encoded)
-  encoded = encoded or self.encode_batch(entries)
-  local resp, err = self.report(conf, encoded, self.ledger.unreported)
-  return resp, err, encoded
+-- A batch's reports, encoded once on its first attempt: parts[k] = the events of up to max_batch_size
+-- events, counts[k] = how many queued events (including any that failed to encode) it stands for.
+local function encode_parts(self, st, entries)
+  local parts, counts, flat, n = {}, {}, {}, 0
+  for i = 1, #entries do
+    local e = entries[i]
+    local m = type(e) == "table" and e.n or 1
+    if type(e) == "table" and st.chunk == e then
+      st.chunk = nil -- taken: its events are encoded now, later requests open a new chunk
+    end
+    for j = 1, m do
+      n = n + 1
+      flat[n] = type(e) == "table" and e[j] or e
+      if n >= st.batch_max then
+        parts[#parts + 1], counts[#counts + 1] = self.encode_batch(flat), n
+        flat, n = {}, 0
+      end
+    end
+  end
+  if n > 0 then
+    parts[#parts + 1], counts[#counts + 1] = self.encode_batch(flat), n
+  end
+  return parts, counts
+end
+
+-- Send the batch's reports from b.next on; true when all were accepted.
+local function deliver(self, conf, b)
+  local ledger = self.ledger
+  while b.next <= #b.parts do
+    local k = b.next
+    local resp, err = self.report(conf, b.parts[k], ledger.unreported)
+    if not resp then
+      return false, err
+    end
+    b.next = k + 1
+    b.sent = b.sent + b.counts[k]
+    ledger:delivered(b.counts[k], resp)
+  end
+  return true
 end
 
 -- One attempt at a batch, as Kong's queue calls it. Never raises; true exactly on success.
 local function attempt(self, st, conf, entries)
   local ledger = self.ledger
   local first = ngx.now() -- the queue's start_time on a first attempt: nothing yields between the two
-  local n = #entries
   local key = entries[1]
-  local f = st.failing[key]
-  local ok, resp, err, encoded = pcall(deliver, self, conf, entries, f and f.encoded)
-  if ok and resp then
+  local b = st.failing[key]
+  if not b then
+    local ok, parts, counts = pcall(encode_parts, self, st, entries)
+    local n = events_of(entries)
+    if not ok then
+      -- not reached in normal operation (encode_events counts bad events itself): drop the batch, counted
+      release(st, entries, n)
+      ledger:encode_failed(parts, n)
+      ledger:settle(n)
+      return true
+    end
+    b = { started = first, parts = parts, counts = counts, next = 1, sent = 0, n = n }
+  end
+  local ok, done, err = pcall(deliver, self, conf, b)
+  if ok and done then
     st.failing[key] = nil
-    release(st, entries)
-    ledger:delivered(n, resp)
+    release(st, entries, b.n)
     return true
   end
   if not ok then
-    err = resp
+    err = done
     ledger:warn_limited("authwire: sending a batch failed: ", err)
   end
   ledger:send_failed()
   -- The queue gives this batch up right after we return (the same ngx.now(): no yield in between) once
   -- now - start > its max_retry_time: count that drop here, with that queue's own max_retry_time.
-  local started = f and f.started or first
-  if ngx.now() - started > st.max_retry_time then
+  if ngx.now() - b.started > st.max_retry_time then
     st.failing[key] = nil
-    release(st, entries)
-    ledger:given_up(n)
-  elseif f then
-    f.encoded = encoded or f.encoded
+    release(st, entries, b.n)
+    ledger:given_up(b.n - b.sent)
   else
-    st.failing[key] = { started = started, encoded = encoded } -- retries send the same bytes
+    st.failing[key] = b -- retries send the same bytes, from the first report not yet accepted
   end
   return false, err or "failed"
 end
@@ -108,7 +169,8 @@ local function state(self, qc)
   st = { max_entries = qc.max_entries or DEFAULT_MAX_ENTRIES,
          max_retry_time = qc.max_retry_time or DEFAULT_MAX_RETRY_TIME,
          max_bytes = qc.max_bytes, concurrency_limit = qc.concurrency_limit,
-         pending = 0, bytes = 0, failing = setmetatable({}, { __mode = "k" }) }
+         batch_max = qc.max_batch_size or 1,
+         pending = 0, bytes = 0, failing = setmetatable({}, { __mode = "k" }), chunk = nil }
   st.handler = function(conf, entries)
     return attempt(self, st, conf, entries)
   end
@@ -131,23 +193,38 @@ function _M:enqueue(conf, captured)
     ledger:queue_full("authwire: ", st.pending, " events pending (sidecar slow or down); dropping new events")
     return
   end
-  local entry, size = captured, 0
+  local size = 0
   if st.max_bytes then
     local ok, bytes = pcall(self.encode_one, captured)
     if not ok or type(bytes) ~= "string" then
       ledger:encode_failed(ok and "no bytes" or bytes)
       return
     end
-    entry, size = bytes, #bytes
+    size = #bytes
     if st.bytes + size > st.max_bytes then
       ledger:queue_full("authwire: queue.max_bytes (", st.max_bytes, ") reached; dropping new events")
       return
     end
-  end
-  local ok, queued, qerr = pcall(Queue.enqueue, qc, st.handler, conf, entry)
-  if not ok or not queued then
-    ledger:queue_full("authwire: cannot queue the event: ", ok and qerr or queued)
-    return
+    local ok2, queued, qerr = pcall(Queue.enqueue, qc, st.handler, conf, bytes)
+    if not ok2 or not queued then
+      ledger:queue_full("authwire: cannot queue the event: ", ok2 and qerr or queued)
+      return
+    end
+  else
+    local chunk = st.chunk
+    -- a chunk is one config's: Kong hands the handler the conf of the latest enqueue call
+    if chunk and chunk.conf == conf and chunk.n < st.batch_max then
+      local n = chunk.n + 1
+      chunk[n], chunk.n = captured, n
+    else
+      chunk = { captured, n = 1, conf = conf }
+      local ok, queued, qerr = pcall(Queue.enqueue, qc, st.handler, conf, chunk)
+      if not ok or not queued then
+        ledger:queue_full("authwire: cannot queue the event: ", ok and qerr or queued)
+        return
+      end
+      st.chunk = chunk
+    end
   end
   st.pending = st.pending + 1
   st.bytes = st.bytes + size
