@@ -761,8 +761,8 @@ def test_any_reply_body_is_parsed_without_raising(kong_server, raw, mime, grpc):
 
 
 def test_unlimited_concurrency_queue_counts_every_event(kong_home, nginx_available, short_tmp):
-    """Kong 3.9's concurrency_limit = -1 keeps no queue: each entry (a chunk of events) gets its own timer and queue object. Events
-    are still bounded, delivered or given up, and counted once."""
+    """Kong 3.9's concurrency_limit = -1 keeps no queue: each entry (a chunk of events) gets its own timer and
+    queue object. Events are still bounded, delivered or given up, and counted once."""
     with Kong(short_tmp, queue={"concurrency_limit": -1, "max_entries": 4}) as kong:
         for i in range(10):  # sidecar down: 4 in flight at most, the rest dropped, the 4 given up after 1 s
             kong.get(f"/key/u{i}", {"apikey": API_KEY})
