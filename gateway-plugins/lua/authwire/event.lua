@@ -91,22 +91,36 @@ local function digits(s, i, j)
   return n
 end
 
-local function unpack_vars(packed, host)
-  local t = unpacked
+local from_i, to_j = {}, {} -- field k of the packed value: bytes from_i[k]..to_j[k]; reused (never yields)
+
+local function split_packed(packed)
   local pos = 1
-  for i = 1, PACKED_N - 1 do
+  for k = 1, PACKED_N - 1 do
     local bar = packed:find("|", pos, true)
     if not bar then
-      return nil
+      return false
     end
-    if NUMERIC[i] then
-      t[_M.PACKED_FIELDS[i]] = digits(packed, pos, bar - 1)
-    else
-      t[_M.PACKED_FIELDS[i]] = bar > pos and packed:sub(pos, bar - 1) or nil
-    end
+    from_i[k], to_j[k] = pos, bar - 1
     pos = bar + 1
   end
-  t.uri = packed:sub(pos)
+  from_i[PACKED_N], to_j[PACKED_N] = pos, #packed
+  return true
+end
+
+local function unpack_vars(packed, host)
+  if not split_packed(packed) then
+    return nil
+  end
+  local t = unpacked
+  for i = 1, PACKED_N - 1 do
+    local a, b = from_i[i], to_j[i]
+    if NUMERIC[i] then
+      t[_M.PACKED_FIELDS[i]] = digits(packed, a, b)
+    else
+      t[_M.PACKED_FIELDS[i]] = b >= a and packed:sub(a, b) or nil
+    end
+  end
+  t.uri = packed:sub(from_i[PACKED_N])
   t.host = host
   return t
 end
@@ -231,22 +245,6 @@ local KEY = {
   v1 = K(1, "varint"), v2 = K(2, "varint"), v4 = K(4, "varint"), v6 = K(6, "varint"), v7 = K(7, "varint"),
 }
 local GATEWAY_KINDS = wire.enums["Gateway.kind"]
-
-local from_i, to_j = {}, {} -- field k of the packed value: bytes from_i[k]..to_j[k]; reused (never yields)
-
-local function split_packed(packed)
-  local pos = 1
-  for k = 1, PACKED_N - 1 do
-    local bar = packed:find("|", pos, true)
-    if not bar then
-      return false
-    end
-    from_i[k], to_j[k] = pos, bar - 1
-    pos = bar + 1
-  end
-  from_i[PACKED_N], to_j[PACKED_N] = pos, #packed
-  return true
-end
 
 -- ip_of() on field k: its first and last byte, or nil
 local function ip_range(s, k)
