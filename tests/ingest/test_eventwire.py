@@ -35,6 +35,7 @@ PIECES = ["", " ", "\t", "\n", "\x00", "\x1f", "=", ":", "/", "-", "_", "a", "Z"
           "basic", "Basic ", "BEARER\t", "digest ", "negotiate ", "dXNlcjpwYXNzd29yZA==", "Authorization",
           "pass", "password", "Passwd ", "pwd=", "secret", "client_secret: Xy7", "token", "api_key", "key",
           "monkey", "session", "signature", "password: missing", "token: Abc-9", ": x.", "pwd:\t",
+          "keykeykeykeykeyk", "     ", "a" * 13, "z" * 257,
           "eyJ", "eyJhbGciOiJIUzI1NiJ9", "AKIA", "AKIAIOSFODNN7EXAMPLE",
           "ASIA", "PRIVATE KEY", "private key", "hmac-sha256:", "0123456789abcdef" * 4, "A1b2C3d4" * 4,
           "/v1/orders/42", "Mozilla/5.0 (X11; Linux x86_64)", "keys", "/basic/items/7", "token-bucket"]

@@ -210,25 +210,30 @@ static int scheme_at(const uint8_t *s, Py_ssize_t n, Py_ssize_t i, const char *w
     return word_at(s, n, i, word, len) && (i == 0 || !is_alnum(s[i - 1])) && i + len < n && is_space(s[i + len]);
 }
 
-/* secrets._NAMED: a secret's name, more letters, white space, then '=' (and anything), or ':' and a value
- * that is not only lower-case letters ("password: missing" is a message, "password: Hunter2" is not). */
+/* secrets._NAMED: a secret's name, at most 12 more letters, at most 4 spaces, then '=' (and anything), or
+ * ':' and a value that is not only lower-case letters ("password: missing" is a message, "password:
+ * Hunter2" is not). The runs are bounded as the pattern's are, so a field costs O(length), whatever it holds. */
 static int named_at(const uint8_t *s, Py_ssize_t n, Py_ssize_t i, const char *word, Py_ssize_t len) {
     if (!word_at(s, n, i, word, len))
         return 0;
-    Py_ssize_t j = i + len;
-    while (j < n && (is_alpha(s[j]) || s[j] == '_' || s[j] == '-'))
-        j++;
-    while (j < n && is_space(s[j]))
-        j++;
-    if (j >= n || (s[j] != '=' && s[j] != ':'))
+    Py_ssize_t j = i + len, stop;
+    for (stop = j + 13; j < n && j < stop && (is_alpha(s[j]) || s[j] == '_' || s[j] == '-'); j++)
+        ;
+    if (j == stop)
+        return 0;  /* more than 12: the pattern cannot match here */
+    for (stop = j + 5; j < n && j < stop && is_space(s[j]); j++)
+        ;
+    if (j == stop || j >= n || (s[j] != '=' && s[j] != ':'))
         return 0;
     if (s[j] == '=')
         return 1;
-    for (j++; j < n && is_space(s[j]); j++)
+    for (j++, stop = j + 5; j < n && j < stop && is_space(s[j]); j++)
         ;
-    while (j < n && s[j] >= 'a' && s[j] <= 'z')
-        j++;
-    return j < n && !is_space(s[j]);
+    if (j == stop)
+        return 0;
+    for (stop = j + 257; j < n && j < stop && s[j] >= 'a' && s[j] <= 'z'; j++)
+        ;
+    return j < n && j < stop && !is_space(s[j]);
 }
 
 /* Could authwire.ingest.secrets find a shape here? A superset of its triggers (each shape starts at one). */
