@@ -16,7 +16,7 @@ system:
 venv: $(STAMP)
 
 # Debian's bcc is bound to /usr/bin/python3: the venv must see system site-packages.
-$(STAMP): pyproject.toml $(wildcard sidecar/authwire/*/_*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard sidecar/authwire/*/_*.c)
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	@$(PY) -m pip install -q --upgrade 'pip>=24'
 	@$(PY) -m pip install -q -e '.[test]'
