@@ -123,6 +123,13 @@ def _light_template(flow: _Flow, reverse: bool = False) -> bytes:
                      message_field(b"\x8a\x01", flow.interface.encode()) if flow.interface else b""))
 
 
+def _candidate(f: _Flow, offset: int) -> tuple[str, int, int, bool, _Flow]:
+    """One candidate_times() entry: (uid, SYN wall-clock ns or 0, close wall-clock ns or 0, mid_stream, flow)."""
+    k = f.snapshot
+    close = k.close_ns + offset if k.close_ns else (f.close_wall_ns if f.evicted else 0)
+    return f.uid, k.syn_ns + offset if k.syn_ns else 0, close, bool(k.mid_stream), f
+
+
 class ConnectionTable:
     """Thread-safe table of the connections the kernel inspector has seen."""
 
@@ -333,14 +340,8 @@ class ConnectionTable:
         (uid, SYN wall-clock ns or 0, close wall-clock ns or 0, mid_stream, handle). Read from the table
         alone: no Connection is built and the kernel map is not read (candidates() does both for every
         candidate, ~10 us each); connection(handle) builds the full facts of the one the join picks."""
-        flows = self._flows_on(client_ip, client_port, server_ip, server_port)
         offset = self.clock_offset_ns
-        out = []
-        for f in flows:
-            k = f.snapshot
-            close = k.close_ns + offset if k.close_ns else (f.close_wall_ns if f.evicted else 0)
-            out.append((f.uid, k.syn_ns + offset if k.syn_ns else 0, close, bool(k.mid_stream), f))
-        return out
+        return [_candidate(f, offset) for f in self._flows_on(client_ip, client_port, server_ip, server_port)]
 
     def candidate_times_of(self, keys: list[tuple[str, int, str, int]]
                            ) -> list[list[tuple[str, int, int, bool, _Flow]]]:
@@ -350,9 +351,7 @@ class ConnectionTable:
         with self._lock:
             self._expire(time.monotonic())
             found = [list(self._by_tuple.get(key, ())) for key in keys]
-        return [[(f.uid, f.snapshot.syn_ns + offset if f.snapshot.syn_ns else 0,
-                  f.snapshot.close_ns + offset if f.snapshot.close_ns else (f.close_wall_ns if f.evicted else 0),
-                  bool(f.snapshot.mid_stream), f) for f in flows] for flows in found]
+        return [[_candidate(f, offset) for f in flows] for flows in found]
 
     def connection(self, handle: _Flow) -> connection_pb2.Connection:
         """The full facts (live counters from the kernel map) of a candidate_times() handle."""
