@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from authwire.ingest import validate as V
-from authwire.store.columns import _ENUMS, COLUMNS, EVENT_COLUMNS, event_row
+from authwire.store.columns import COLUMNS, ENUMS, EVENT_COLUMNS, event_row
 from authwire.v1 import auth_event_pb2, ingest_pb2
 
 try:
@@ -32,7 +32,7 @@ def _limits() -> tuple[tuple[int, ...], tuple[int, ...]]:
     for _, path, kind in COLUMNS[:EVENT_COLUMNS]:
         field = path.removeprefix("event.")
         limits.append(V.MAX_STRING.get(field, V.DEFAULT_MAX_STRING) if kind in ("str", "istr", "ip") else 0)
-        enum_max.append(max(v.number for v in _ENUMS[kind[5:]].DESCRIPTOR.values) if kind.startswith("enum:")
+        enum_max.append(max(v.number for v in ENUMS[kind[5:]].DESCRIPTOR.values) if kind.startswith("enum:")
                         else -1)
     return tuple(limits), tuple(enum_max)
 

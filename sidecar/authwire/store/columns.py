@@ -84,7 +84,7 @@ CONN = len(COLUMNS) + 1     # index of the Connection (plain row) / connection r
 NAMES = [name for name, _, _ in COLUMNS] + ["present", "conn"]
 INDEX = {name: i for i, name in enumerate(NAMES)}
 
-_ENUMS = {"GatewayKind": auth_event_pb2.GatewayKind, "AuthMethod": auth_event_pb2.AuthMethod,
+ENUMS = {"GatewayKind": auth_event_pb2.GatewayKind, "AuthMethod": auth_event_pb2.AuthMethod,
           "AuthOutcome": auth_event_pb2.AuthOutcome, "FailureReason": auth_event_pb2.FailureReason,
           "JoinStatus": record_pb2.JoinStatus}
 
@@ -250,7 +250,7 @@ def dur_json(ns: int) -> str:
 
 
 def _enum_names(name: str) -> dict[int, str]:
-    return {v.number: v.name for v in _ENUMS[name].DESCRIPTOR.values}
+    return {v.number: v.name for v in ENUMS[name].DESCRIPTOR.values}
 
 
 def _make_json() -> Callable[[tuple, Any], dict]:
