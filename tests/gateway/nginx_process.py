@@ -130,6 +130,18 @@ def start_nginx(prefix: Path, http_body: str, *, lua_files: dict[str, str] | Non
 _STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})")
 
 
+def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(head, what followed it) of one HTTP message read from sock: up to the blank line, or to EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
 def http_request(port: int, path: str, headers: dict[str, str] | None = None, *,
                  sock: socket.socket | None = None, close: bool = True,
                  host: str | None = None) -> tuple[int, bytes, tuple[str, int]]:
@@ -146,13 +158,7 @@ def http_request(port: int, path: str, headers: dict[str, str] | None = None, *,
         if close:
             lines.append("Connection: close")
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
+        head, body = read_head(sock)
         match = _STATUS.match(head)
         assert match, f"not an HTTP response: {head[:100]!r}"
         length = re.search(rb"(?im)^content-length:\s*(\d+)", head)

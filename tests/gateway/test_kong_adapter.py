@@ -633,13 +633,7 @@ class CaptureServer:
                 continue
             with conn:
                 conn.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.requests.append(data.partition(b"\r\n\r\n")[0])
+                self.requests.append(nginx_process.read_head(conn)[0])
                 conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
     def stop(self) -> None:

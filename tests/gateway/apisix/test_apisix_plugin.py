@@ -386,13 +386,7 @@ def test_sidecar_token_is_sent_only_when_configured(apisix_available, tmp_dir):
             except OSError:
                 return
             with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                heads.append(data.partition(b"\r\n\r\n")[0])
+                heads.append(nginx_process.read_head(conn)[0])
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
