@@ -36,6 +36,7 @@ PIECES = ["", " ", "\t", "\n", "\x00", "\x1f", "=", ":", "/", "-", "_", "a", "Z"
           "pass", "password", "Passwd ", "pwd=", "secret", "client_secret: Xy7", "token", "api_key", "key",
           "monkey", "session", "signature", "password: missing", "token: Abc-9", ": x.", "pwd:\t",
           "keykeykeykeykeyk", "     ", "a" * 13, "z" * 257,
+          "7a1b2c3d-0000-4000-8000-000000000011", "0123456789ABCDEF" * 2, "aB3" * 10, "ab3" * 10, "AB3" * 10,
           "eyJ", "eyJhbGciOiJIUzI1NiJ9", "AKIA", "AKIAIOSFODNN7EXAMPLE",
           "ASIA", "PRIVATE KEY", "private key", "hmac-sha256:", "0123456789abcdef" * 4, "A1b2C3d4" * 4,
           "/v1/orders/42", "Mozilla/5.0 (X11; Linux x86_64)", "keys", "/basic/items/7", "token-bucket"]
@@ -189,7 +190,8 @@ def test_ordinary_gateway_events_take_the_native_pass():
     failed.http.path = "/basic/items/7"
     v6 = auth_event("req-3", client=("2001:db8::7", 51000), server=("2001:db8::1", 443))
     pseudonym = auth_event("req-4", credential_id="hmac-sha256:" + "ab" * 32)
-    for event in (plain, failed, v6, pseudonym):
+    kong_credential = auth_event("req-8", credential_id="7a1b2c3d-0000-4000-8000-000000000011")  # a UUID
+    for event in (plain, failed, v6, pseudonym, kong_credential):
         assert type(native.event(event.SerializeToString(), NOW)) is tuple, event
     decoded = decode_report(ingest_pb2.ReportRequest(events=[plain, failed]).SerializeToString())
     assert [type(e) for e in decoded.events] == [tuple, tuple]

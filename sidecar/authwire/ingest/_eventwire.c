@@ -286,9 +286,13 @@ static int maybe_secret(const uint8_t *s, Py_ssize_t n) {
 static int is_b64(uint8_t c) { return is_alnum(c) || c == '+' || c == '/' || c == '=' || c == '_' || c == '-'; }
 static int is_lower_hex(uint8_t c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
-/* secrets._IDENTITY needs a run of 28+ base64 characters; the plugins' keyed pseudonym is exempt. */
+/* secrets._IDENTITY: a run of 32+ hex digits, or a run of 28+ base64 characters holding a lower-case
+ * letter, a capital and a digit (a UUID, lower-case hex with dashes, is neither). Superset: any such run
+ * anywhere (the pattern also wants alphanumeric boundaries and the three within 257 of the run's start).
+ * The plugins' keyed pseudonym is exempt. */
 static int maybe_identity_secret(const uint8_t *s, Py_ssize_t n) {
-    Py_ssize_t plen = sizeof(PSEUDONYM_PREFIX) - 1, run = 0;
+    Py_ssize_t plen = sizeof(PSEUDONYM_PREFIX) - 1, run = 0, hex = 0;
+    int lower = 0, upper = 0, digit = 0;
     if (n == plen + 64 && memcmp(s, PSEUDONYM_PREFIX, plen) == 0) {
         Py_ssize_t k = plen;
         while (k < n && is_lower_hex(s[k]))
@@ -296,9 +300,20 @@ static int maybe_identity_secret(const uint8_t *s, Py_ssize_t n) {
         if (k == n)
             return 0;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        run = is_b64(s[i]) ? run + 1 : 0;
-        if (run >= IDENTITY_MIN_RUN)
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        uint8_t c = i < n ? s[i] : 0;
+        if (i < n && is_b64(c)) {
+            run++;
+            lower |= c >= 'a' && c <= 'z';
+            upper |= c >= 'A' && c <= 'Z';
+            digit |= c >= '0' && c <= '9';
+        } else {
+            if (run >= IDENTITY_MIN_RUN && lower && upper && digit)
+                return 1;
+            run = lower = upper = digit = 0;
+        }
+        hex = i < n && ((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')) ? hex + 1 : 0;
+        if (hex >= 32)
             return 1;
     }
     return 0;
