@@ -48,3 +48,11 @@ def gateway_drops(sidecar: Sidecar) -> dict[str, int]:
     stats = sidecar.query().Stats(query_pb2.StatsRequest(), timeout=10)
     got = {c.label: c.value for c in stats.counters if c.name == "gateway.dropped"}
     return {k: got.get(k, 0) for k in ("queue_full", "send_failed", "encode_failed")}
+
+
+def python_pass(sidecar: Sidecar) -> int:
+    """Events the sidecar's native pass left to the Python validation (ingest.python_pass, every source)."""
+    from authwire.v1 import query_pb2
+
+    stats = sidecar.query().Stats(query_pb2.StatsRequest(), timeout=10)
+    return sum(c.value for c in stats.counters if c.name == "ingest.python_pass")

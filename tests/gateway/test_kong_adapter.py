@@ -28,7 +28,7 @@ import grpc
 import jwt as pyjwt
 import nginx_process
 import pytest
-from gateway_fixtures import gateway_drops, start_gw_sidecar
+from gateway_fixtures import gateway_drops, python_pass, start_gw_sidecar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -372,6 +372,7 @@ def test_each_auth_outcome_through_kongs_own_plugins(kong_home, nginx_available,
     assert 0 < got["/jwt/expired-accepted"].event.auth.jwt.exp < time.time()
     assert got["/jwtexp/expired"].event.auth.jwt.exp < time.time()
     assert stats["after_log"] >= len(CASES) and stats["encode_errors"] == 0
+    assert python_pass(gw_sidecar) == 0  # every outcome Kong's plugins produce takes the native pass
 
 
 ACCEPTS = {"json": "application/json", "html": "text/html", "text": "text/plain", "xml": "application/xml"}

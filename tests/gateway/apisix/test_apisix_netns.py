@@ -16,6 +16,7 @@ import subprocess
 import apisix_runtime
 import pytest
 import readme_config
+from gateway_fixtures import python_pass
 
 from authwire.demo.lab import ClientStack, Lab
 from authwire.v1 import auth_event_pb2 as ae
@@ -102,3 +103,6 @@ def test_first_requests_on_fresh_connections_join_exact_with_their_syn(apisix_la
         assert (syn.window_scale >= 0) == stack.window_scaling, label
         assert syn.timestamps == stack.timestamps and syn.sack_permitted == stack.sack, label
     assert not expected
+    # What the real plugin sends day to day takes the native pass (authwire.ingest.event_rows), not the
+    # Python path: the cost figures in the README assume it.
+    assert python_pass(sidecar) == 0

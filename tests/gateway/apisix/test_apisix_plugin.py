@@ -24,7 +24,7 @@ import nginx_process
 import pytest
 import readme_config
 from apisix_runtime import upstream
-from gateway_fixtures import gateway_drops, start_gw_sidecar
+from gateway_fixtures import gateway_drops, python_pass, start_gw_sidecar
 
 from authwire.v1 import auth_event_pb2 as ae
 from authwire.v1 import query_pb2
@@ -230,6 +230,12 @@ def test_each_auth_outcome_in_real_apisix(gateway, sent, case):
         assert ev.http.user_agent == ""
     else:
         assert ev.http.user_agent == "authwire-test/1"
+
+
+def test_every_outcome_takes_the_native_pass(sent, sidecar):
+    """The events real APISIX's auth plugins make (before any test here sends secret-shaped input) are
+    validated by the sidecar's native pass, not left to the Python path: the cost figures assume it."""
+    assert python_pass(sidecar) == 0
 
 
 def test_real_ip_keeps_the_tcp_peer_and_reports_the_forwarded_client(gateway, sidecar):
